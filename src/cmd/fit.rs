@@ -1,0 +1,179 @@
+//! `mixopt fit`: runs → law.json. Reads a runs table (or a mixtures CSV plus a
+//! metrics CSV joined on an id column), cross-validates the chosen law on
+//! the target, fits it on all runs, optionally scores it on a held-out test
+//! set, prints the figures and writes law.json for `predict` and `optimize`.
+
+use crate::law::{fit_law, FitOptions, HeldOut, Hyper, SourceFile, Target};
+use crate::store::import::{from_runs_csv, from_two_csvs, read_sidecar_prior, RunsData};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["runs", "mixtures"])))]
+pub struct Args {
+    /// Runs table written by `mixopt sweep` (metrics = per-domain losses, named by domain).
+    #[arg(long, conflicts_with_all = ["mixtures", "losses"])]
+    pub runs: Option<PathBuf>,
+    /// Mixtures CSV: the id column plus one weight column per domain.
+    #[arg(long, requires = "losses")]
+    pub mixtures: Option<PathBuf>,
+    /// Metrics CSV: the id column plus one column per metric (e.g. validation losses).
+    #[arg(long, requires = "mixtures")]
+    pub losses: Option<PathBuf>,
+    /// Id column joining --mixtures and --losses (and the test files).
+    #[arg(long, default_value = "index")]
+    pub id: String,
+    /// What the law predicts: a metric name, `mean` (of all metrics), or a weighted sum like `0.7*web+0.3*code`.
+    #[arg(long, default_value = "mean")]
+    pub target: String,
+    /// Mixing law to fit (known: linear).
+    #[arg(long, default_value = "linear")]
+    pub law: String,
+    /// Where to write the fitted law.
+    #[arg(long, default_value = "law.json")]
+    pub out: PathBuf,
+    /// Cross-validation folds (≥ 2).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Seed for the fold shuffle and any randomness in the law.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Ridge strength of the linear law (default 1e-4).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Any law hyperparameter, repeatable: `--param alpha=0.01`.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Held-out mixtures to score the fitted law on (with --test-losses).
+    #[arg(long, requires = "test_losses", conflicts_with = "test_runs")]
+    pub test_mixtures: Option<PathBuf>,
+    /// Held-out metrics, same id column as --test-mixtures.
+    #[arg(long, requires = "test_mixtures")]
+    pub test_losses: Option<PathBuf>,
+    /// Held-out runs table to score the fitted law on.
+    #[arg(long)]
+    pub test_runs: Option<PathBuf>,
+}
+
+/// Read fitting data from either input form; also the files to hash and the
+/// file whose sidecar may hold the sweep's prior.
+fn load_data(
+    runs: Option<&Path>,
+    mixtures: Option<&Path>,
+    losses: Option<&Path>,
+    id: &str,
+) -> anyhow::Result<(RunsData, Vec<PathBuf>)> {
+    match (runs, mixtures, losses) {
+        (Some(r), _, _) => Ok((
+            from_runs_csv(r).with_context(|| format!("reading runs table {}", r.display()))?,
+            vec![r.to_path_buf()],
+        )),
+        (None, Some(m), Some(l)) => Ok((
+            from_two_csvs(m, l, id).context("reading mixtures and losses")?,
+            vec![m.to_path_buf(), l.to_path_buf()],
+        )),
+        _ => bail!("give --runs, or both --mixtures and --losses"),
+    }
+}
+
+fn hyper(args: &Args) -> anyhow::Result<Hyper> {
+    let mut h = Hyper::new();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+        let v: f64 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("--param {p:?}: value is not a number"))?;
+        h.insert(k.trim().to_string(), v);
+    }
+    if let Some(a) = args.alpha {
+        h.insert("alpha".into(), a);
+    }
+    Ok(h)
+}
+
+fn sources(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceFile>> {
+    paths
+        .iter()
+        .map(|p| SourceFile::of(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = FitOptions {
+        law: args.law.clone(),
+        hyper: hyper(&args)?,
+        folds: args.folds,
+        seed: args.seed,
+    };
+    // Fail on a bad law name or hyperparameter before reading any data.
+    crate::law::law_by_name_with(&opts.law, &opts.hyper).context("--law")?;
+    let (data, paths) = load_data(
+        args.runs.as_deref(),
+        args.mixtures.as_deref(),
+        args.losses.as_deref(),
+        &args.id,
+    )?;
+    let target = Target::parse(&args.target, &data.metric_names)
+        .with_context(|| format!("--target (metrics of {})", data.source))?;
+    let test = if args.test_runs.is_some() || args.test_mixtures.is_some() {
+        Some(load_data(
+            args.test_runs.as_deref(),
+            args.test_mixtures.as_deref(),
+            args.test_losses.as_deref(),
+            &args.id,
+        )?)
+    } else {
+        None
+    };
+
+    let mut law = fit_law(&data, &target, &opts)
+        .with_context(|| format!("fitting {} law to {}", opts.law, data.source))?;
+    if let Some(prior) = read_sidecar_prior(&paths[0])? {
+        law.file = law
+            .file
+            .with_sidecar_prior(&prior)
+            .with_context(|| format!("prior in the sidecar of {}", paths[0].display()))?;
+    }
+    law.file.source = sources(&paths)?;
+    if let Some((test_data, test_paths)) = &test {
+        let score = law
+            .score_runs(test_data)
+            .with_context(|| format!("scoring on {}", test_data.source))?;
+        law.file.test = Some(HeldOut {
+            score,
+            source: sources(test_paths)?,
+        });
+    }
+
+    let f = &law.file;
+    println!(
+        "law {} on {} runs × {} domains, target {}  (spearman ρ and pearson r ×100)",
+        f.kind,
+        f.n_runs,
+        f.domains.len(),
+        f.target
+    );
+    let cv = f.cv.score();
+    println!("{}", line(&format!("{}-fold CV", f.cv.k), &cv));
+    if let Some(t) = &f.test {
+        println!("{}", line("train→test", &t.score));
+    }
+    f.save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn line(label: &str, s: &crate::law::Score) -> String {
+    format!(
+        "  {label:<12} n={:<5} spearman {:6.2}  pearson {:6.2}  mse {:.6}  mae {:.6}",
+        s.n,
+        100.0 * s.spearman,
+        100.0 * s.pearson,
+        s.mse,
+        s.mae
+    )
+}

@@ -1,0 +1,139 @@
+//! `mixopt prepare`: tokenize domain corpora into a memory-mapped token cache
+//! (the first step of the pipeline; `sweep` and `train` read the cache).
+//!
+//! ```text
+//! mixopt prepare --domain web=data/web/*.jsonl.zst --domain code=data/code --cache cache/
+//! mixopt prepare --domains-dir /tmp/mixcorpus --cache cache/ --tokenizer tokenizer.json
+//! ```
+
+use crate::corpus::prepare::{
+    self, DomainSource, PrepareReport, PrepareSpec, DEFAULT_MAX_VAL_TOKENS, DEFAULT_TEXT_FIELD,
+    DEFAULT_VAL_FRACTION,
+};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Sources: .txt (one document per file), .jsonl, .jsonl.gz, .jsonl.zst, .parquet.\n\
+                  A directory holding train.* and val.* files keeps its own split; otherwise\n\
+                  --val-fraction of the documents, drawn with --seed, are held out.\n\
+                  Re-running with unchanged sources and options does nothing."
+)]
+pub struct Args {
+    /// A domain as NAME=PATH; PATH is a file, a directory or a quoted glob (repeatable).
+    #[arg(long = "domain", value_name = "NAME=PATH")]
+    pub domains: Vec<String>,
+    /// Take every subdirectory of DIR as a domain (DIR/<domain>/{train,val}.jsonl or any sources).
+    #[arg(long, value_name = "DIR")]
+    pub domains_dir: Option<PathBuf>,
+    /// Directory of the token cache to write.
+    #[arg(long, value_name = "DIR")]
+    pub cache: PathBuf,
+    /// HuggingFace tokenizer.json (offline); byte-level when absent.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// JSON field or parquet column holding the text.
+    #[arg(long, default_value = DEFAULT_TEXT_FIELD)]
+    pub text_field: String,
+    /// Share of documents held out for validation where a domain has no val files.
+    #[arg(long, default_value_t = DEFAULT_VAL_FRACTION)]
+    pub val_fraction: f64,
+    /// Seed of the train/validation draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Cap on each domain's validation tokens (keeps evaluation cheap).
+    #[arg(long, default_value_t = DEFAULT_MAX_VAL_TOKENS)]
+    pub max_val_tokens: u64,
+    /// Rebuild even when the cache is up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl Args {
+    /// The flags as a validated spec (no data read yet).
+    fn spec(self) -> anyhow::Result<PrepareSpec> {
+        let mut domains = Vec::new();
+        if let Some(dir) = &self.domains_dir {
+            domains.extend(prepare::domains_in_dir(dir)?);
+        }
+        for arg in &self.domains {
+            domains.push(DomainSource::parse(arg)?);
+        }
+        let spec = PrepareSpec {
+            domains,
+            cache_dir: self.cache,
+            tokenizer: self.tokenizer,
+            text_field: self.text_field,
+            val_fraction: self.val_fraction,
+            seed: self.seed,
+            max_val_tokens: self.max_val_tokens,
+            force: self.force,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let spec = args.spec()?;
+    let report = prepare::prepare(&spec)?;
+    let mut out = std::io::stdout().lock();
+    print_report(&mut out, &report)?;
+    Ok(())
+}
+
+fn print_report(out: &mut impl Write, report: &PrepareReport) -> std::io::Result<()> {
+    let m = &report.manifest;
+    let dir = report.cache_dir.display();
+    if report.up_to_date {
+        writeln!(out, "cache {dir} is up to date; nothing to do")?;
+    } else {
+        writeln!(out, "prepared {} domains into {dir}", report.domains.len())?;
+    }
+    writeln!(
+        out,
+        "tokenizer: {} (vocab {} incl. separator {}), u{} tokens",
+        m.tokenizer.path.as_deref().unwrap_or(&m.tokenizer.kind),
+        m.tokenizer.vocab_size,
+        m.tokenizer.separator_id,
+        m.token_width_bytes * 8
+    )?;
+    let name_width = report
+        .domains
+        .iter()
+        .map(|d| d.name.len())
+        .chain(["domain".len(), "total".len()])
+        .max()
+        .unwrap_or(6);
+    writeln!(
+        out,
+        "{:<name_width$}  {:>10}  {:>10}  {:>14}  {:>12}  {:>7}",
+        "domain", "train_docs", "val_docs", "train_tokens", "val_tokens", "share"
+    )?;
+    let total_train: u64 = report.domains.iter().map(|d| d.train_tokens).sum();
+    for d in &report.domains {
+        let share = d.train_tokens as f64 / total_train.max(1) as f64;
+        writeln!(
+            out,
+            "{:<name_width$}  {:>10}  {:>10}  {:>14}  {:>12}  {:>6.2}%",
+            d.name,
+            d.train_docs,
+            d.val_docs,
+            d.train_tokens,
+            d.val_tokens,
+            100.0 * share
+        )?;
+    }
+    let sum = |f: fn(&prepare::DomainReport) -> u64| report.domains.iter().map(f).sum::<u64>();
+    writeln!(
+        out,
+        "{:<name_width$}  {:>10}  {:>10}  {:>14}  {:>12}  {:>6.2}%",
+        "total",
+        sum(|d| d.train_docs),
+        sum(|d| d.val_docs),
+        total_train,
+        sum(|d| d.val_tokens),
+        100.0
+    )
+}

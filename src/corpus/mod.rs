@@ -1,0 +1,19 @@
+//! Corpus stage, the first step of the pipeline: domain corpora (txt, jsonl,
+//! compressed jsonl, parquet) → a token cache of flat per-domain token files
+//! plus a manifest, which training memory-maps.
+//!
+//! - `source`: resolve domain paths to files and stream their documents;
+//! - `tokenizer`: byte-level or HuggingFace `tokenizer.json`, plus a separator id;
+//! - `cache`: the on-disk layout, the manifest, and `TokenCache` for readers;
+//! - `prepare`: the driver behind `mixopt prepare` (and the demo);
+//! - `synthetic`: the built-in demo corpus.
+
+pub mod cache;
+pub mod prepare;
+pub mod source;
+pub mod synthetic;
+pub mod tokenizer;
+
+pub use cache::{Manifest, TokenCache, TokenView};
+pub use prepare::{prepare, PrepareReport, PrepareSpec};
+pub use tokenizer::TextTokenizer;

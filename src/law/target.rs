@@ -1,0 +1,186 @@
+//! The fitting target: which number a mixing law predicts from a run's
+//! metrics. One metric (`web`, `metric/the_pile_pile_cc_val_loss`), the mean
+//! of all metrics (`mean`), or a weighted sum (`0.7*web+0.3*code`). Resolved
+//! once against the metric names of the data, then evaluated per row.
+
+use crate::error::{Error, Result};
+use crate::store::abbreviate;
+use serde::{Deserialize, Serialize};
+
+/// One term of the target: `coef × metrics[index]`, where `metric` is the
+/// name `index` resolved to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    pub metric: String,
+    pub index: usize,
+    pub coef: f64,
+}
+
+/// A target resolved against a list of metric names. Invariant: every term's
+/// `index` is valid for the metric rows it was parsed for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    spec: String,
+    terms: Vec<Term>,
+}
+
+impl Target {
+    /// Parse `spec` against `metric_names`. A name is an exact column name;
+    /// `loss_<d>` also resolves to `d` (the runs-table column of metric `d`).
+    pub fn parse(spec: &str, metric_names: &[String]) -> Result<Target> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(Error::invalid("--target is empty"));
+        }
+        if metric_names.is_empty() {
+            return Err(Error::invalid("no metrics to build a target from"));
+        }
+        // A whole-spec name wins over any reading of it as an expression.
+        if let Some(index) = resolve(spec, metric_names) {
+            return Ok(Target {
+                spec: spec.to_string(),
+                terms: vec![Term {
+                    metric: metric_names[index].clone(),
+                    index,
+                    coef: 1.0,
+                }],
+            });
+        }
+        if spec == "mean" {
+            let coef = 1.0 / metric_names.len() as f64;
+            return Ok(Target {
+                spec: spec.to_string(),
+                terms: metric_names
+                    .iter()
+                    .enumerate()
+                    .map(|(index, m)| Term {
+                        metric: m.clone(),
+                        index,
+                        coef,
+                    })
+                    .collect(),
+            });
+        }
+        let mut terms = Vec::new();
+        for part in spec.split('+').map(str::trim) {
+            if part.is_empty() {
+                return Err(Error::invalid(format!(
+                    "target {spec:?}: empty term (write e.g. 0.7*web+0.3*code)"
+                )));
+            }
+            let (coef, name) = match part.split_once('*') {
+                Some((c, n)) => {
+                    let c = c.trim();
+                    let coef: f64 = c.parse().map_err(|_| {
+                        Error::invalid(format!(
+                            "target {spec:?}: coefficient {c:?} is not a number"
+                        ))
+                    })?;
+                    if !coef.is_finite() {
+                        return Err(Error::invalid(format!(
+                            "target {spec:?}: coefficient {c:?} is not finite"
+                        )));
+                    }
+                    (coef, n.trim())
+                }
+                None => (1.0, part),
+            };
+            let index = resolve(name, metric_names).ok_or_else(|| {
+                Error::invalid(format!(
+                    "target {spec:?}: unknown metric {name:?} (known: {}; or `mean`)",
+                    abbreviate(metric_names, 40)
+                ))
+            })?;
+            terms.push(Term {
+                metric: metric_names[index].clone(),
+                index,
+                coef,
+            });
+        }
+        Ok(Target {
+            spec: spec.to_string(),
+            terms,
+        })
+    }
+
+    /// The target's value for one row of metrics (ordered as at parse time).
+    pub fn eval(&self, metrics_row: &[f64]) -> f64 {
+        self.terms
+            .iter()
+            .map(|t| t.coef * metrics_row[t.index])
+            .sum()
+    }
+
+    /// The spec as the user wrote it (trimmed).
+    pub fn spec(&self) -> &str {
+        &self.spec
+    }
+
+    pub fn terms(&self) -> &[Term] {
+        &self.terms
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.spec)
+    }
+}
+
+fn resolve(name: &str, metric_names: &[String]) -> Option<usize> {
+    metric_names.iter().position(|m| m == name).or_else(|| {
+        let bare = name.strip_prefix("loss_")?;
+        metric_names.iter().position(|m| m == bare)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        ["web", "code", "metric/the_pile_pile_cc_val_loss", "a.b-c"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn single_names_and_runs_table_aliases() {
+        let t = Target::parse("code", &names()).unwrap();
+        assert_eq!(t.eval(&[1.0, 2.0, 3.0, 4.0]), 2.0);
+        let t = Target::parse("loss_web", &names()).unwrap();
+        assert_eq!(t.eval(&[1.0, 2.0, 3.0, 4.0]), 1.0);
+        let t = Target::parse(" metric/the_pile_pile_cc_val_loss ", &names()).unwrap();
+        assert_eq!(t.eval(&[1.0, 2.0, 3.0, 4.0]), 3.0);
+        assert_eq!(t.spec(), "metric/the_pile_pile_cc_val_loss");
+    }
+
+    #[test]
+    fn mean_and_weighted_sums() {
+        let row = [1.0, 2.0, 3.0, 6.0];
+        assert_eq!(Target::parse("mean", &names()).unwrap().eval(&row), 3.0);
+        let t = Target::parse("0.7*web + 0.3 * code", &names()).unwrap();
+        assert!((t.eval(&row) - 1.3).abs() < 1e-12);
+        let t = Target::parse("web+a.b-c", &names()).unwrap();
+        assert_eq!(t.eval(&row), 7.0);
+        let t = Target::parse("2*metric/the_pile_pile_cc_val_loss", &names()).unwrap();
+        assert_eq!(t.eval(&row), 6.0);
+    }
+
+    #[test]
+    fn errors_list_known_names() {
+        let e = Target::parse("math", &names()).unwrap_err().to_string();
+        assert!(e.contains("\"math\"") && e.contains("web, code"), "{e}");
+        assert!(Target::parse("x*web", &names()).is_err());
+        assert!(Target::parse("web+", &names()).is_err());
+        assert!(Target::parse("", &names()).is_err());
+        assert!(Target::parse("inf*web", &names()).is_err());
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let t = Target::parse("0.5*web+0.5*code", &names()).unwrap();
+        let back: Target = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(t, back);
+    }
+}

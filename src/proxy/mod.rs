@@ -1,0 +1,12 @@
+//! Proxy language models: the tiny Llama-style decoders a sweep trains, one per
+//! candidate mixture, to measure how the mixture moves per-domain validation loss.
+//!
+//! `config` (presets from `proxies/*.toml`), `model` (the decoder in candle),
+//! `train` (the loop: sample a batch by mixture, step, evaluate per domain).
+
+pub mod config;
+pub mod model;
+pub mod train;
+
+pub use config::ProxyConfig;
+pub use train::{train_proxy, TrainOptions, TrainReport};

@@ -1,0 +1,282 @@
+//! The proxy decoder: Llama-style (RMSNorm, RoPE, causal self-attention, SwiGLU,
+//! untied input/output embeddings), built from candle ops that all have a
+//! backward pass.
+//!
+//! Pitfalls this file avoids (DESIGN.md, "Known pitfalls"): candle's fused
+//! `rms_norm`/`softmax_last_dim`/`rope` have no backward, so RMSNorm, softmax and
+//! RoPE are written from basic ops here; candle's CPU RNG cannot be seeded, so
+//! every weight is drawn from our own seeded generator.
+
+use super::config::ProxyConfig;
+use crate::error::Result;
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::{Embedding, Linear};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+/// Parameters in a fixed order, with whether AdamW's weight decay applies
+/// (matrices yes, norm gains no).
+pub struct Params {
+    pub vars: Vec<(String, Var, bool)>,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    mlp_norm: Tensor,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+}
+
+pub struct ProxyModel {
+    tok_emb: Embedding,
+    blocks: Vec<Block>,
+    final_norm: Tensor,
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+/// Seeded weight factory: every tensor is drawn from one `StdRng` in a fixed order.
+struct Init<'a> {
+    rng: StdRng,
+    device: &'a Device,
+    params: Vec<(String, Var, bool)>,
+}
+
+impl Init<'_> {
+    fn normal(&mut self, name: &str, shape: (usize, usize), std: f64) -> Result<Tensor> {
+        let dist =
+            Normal::new(0.0f32, std as f32).expect("std validated > 0 by ProxyConfig::check");
+        let n = shape.0 * shape.1;
+        let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();
+        let var = Var::from_tensor(&Tensor::from_vec(data, shape, self.device)?)?;
+        let t = var.as_tensor().clone();
+        self.params.push((name.to_string(), var, true));
+        Ok(t)
+    }
+
+    fn ones(&mut self, name: &str, n: usize) -> Result<Tensor> {
+        let var = Var::ones(n, DType::F32, self.device)?;
+        let t = var.as_tensor().clone();
+        self.params.push((name.to_string(), var, false));
+        Ok(t)
+    }
+
+    fn linear(&mut self, name: &str, out: usize, inp: usize, std: f64) -> Result<Linear> {
+        Ok(Linear::new(self.normal(name, (out, inp), std)?, None))
+    }
+}
+
+/// RMSNorm from basic ops (candle's fused one has no backward).
+fn rms_norm(x: &Tensor, gain: &Tensor) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(gain)
+}
+
+impl ProxyModel {
+    pub fn new(
+        cfg: &ProxyConfig,
+        vocab_size: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<(Self, Params)> {
+        let d = cfg.d_model;
+        let std = cfg.init_std;
+        // GPT-2 style: residual output projections shrink with depth so the
+        // residual stream's variance does not grow with the number of layers.
+        let std_out = std / (2.0 * cfg.n_layers as f64).sqrt();
+        let mut init = Init {
+            rng: StdRng::seed_from_u64(seed),
+            device,
+            params: Vec::new(),
+        };
+        let tok_emb = Embedding::new(init.normal("tok_emb", (vocab_size, d), std)?, d);
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let p = |s: &str| format!("blocks.{l}.{s}");
+            blocks.push(Block {
+                attn_norm: init.ones(&p("attn_norm"), d)?,
+                wq: init.linear(&p("wq"), d, d, std)?,
+                wk: init.linear(&p("wk"), d, d, std)?,
+                wv: init.linear(&p("wv"), d, d, std)?,
+                wo: init.linear(&p("wo"), d, d, std_out)?,
+                mlp_norm: init.ones(&p("mlp_norm"), d)?,
+                w_gate: init.linear(&p("w_gate"), cfg.d_ff, d, std)?,
+                w_up: init.linear(&p("w_up"), cfg.d_ff, d, std)?,
+                w_down: init.linear(&p("w_down"), d, cfg.d_ff, std_out)?,
+            });
+        }
+        let final_norm = init.ones("final_norm", d)?;
+        let lm_head = init.linear("lm_head", vocab_size, d, std)?;
+
+        let head_dim = d / cfg.n_heads;
+        let (cos, sin) = rope_tables(cfg.seq_len, head_dim, cfg.rope_theta, device)?;
+        let t = cfg.seq_len;
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), device)?;
+        let model = ProxyModel {
+            tok_emb,
+            blocks,
+            final_norm,
+            lm_head,
+            cos,
+            sin,
+            mask,
+            n_heads: cfg.n_heads,
+            head_dim,
+        };
+        Ok((model, Params { vars: init.params }))
+    }
+
+    /// Logits `[B, T, V]` for token ids `[B, T]` (T ≤ the configured seq_len).
+    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let mut h = self.tok_emb.forward(ids)?;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        for blk in &self.blocks {
+            let x = rms_norm(&h, &blk.attn_norm)?;
+            let heads = |lin: &Linear| -> candle_core::Result<Tensor> {
+                lin.forward(&x)?
+                    .reshape((b, t, self.n_heads, self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = candle_nn::rotary_emb::rope_slow(&heads(&blk.wq)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_slow(&heads(&blk.wk)?, &cos, &sin)?;
+            let v = heads(&blk.wv)?;
+            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let y =
+                att.matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((b, t, self.n_heads * self.head_dim))?;
+            h = (h + blk.wo.forward(&y)?)?;
+            let x = rms_norm(&h, &blk.mlp_norm)?;
+            let gate = candle_nn::ops::silu(&blk.w_gate.forward(&x)?)?;
+            let up = blk.w_up.forward(&x)?;
+            h = (h + blk.w_down.forward(&(gate * up)?)?)?;
+        }
+        self.lm_head.forward(&rms_norm(&h, &self.final_norm)?)
+    }
+
+    /// Mean next-token cross-entropy (nats) of `ids[:, :-1] → ids[:, 1:]`.
+    pub fn loss(&self, window: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t1) = window.dims2()?;
+        let inputs = window.narrow(1, 0, t1 - 1)?;
+        let targets = window.narrow(1, 1, t1 - 1)?;
+        let logits = self.forward(&inputs)?;
+        let v = logits.dim(D::Minus1)?;
+        candle_nn::loss::cross_entropy(
+            &logits.reshape((b * (t1 - 1), v))?,
+            &targets.reshape(b * (t1 - 1))?,
+        )
+    }
+}
+
+/// RoPE cos/sin tables `[T, head_dim/2]`.
+fn rope_tables(t: usize, head_dim: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(t * half);
+    let mut sin = Vec::with_capacity(t * half);
+    for pos in 0..t {
+        for i in 0..half {
+            let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+            let angle = pos as f64 * freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (t, half), device)?,
+        Tensor::from_vec(sin, (t, half), device)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> ProxyConfig {
+        let mut cfg = ProxyConfig::load("tiny").unwrap();
+        cfg.seq_len = 8;
+        cfg
+    }
+
+    #[test]
+    fn every_parameter_gets_a_nonzero_gradient() {
+        let cfg = tiny();
+        let dev = Device::Cpu;
+        let (model, params) = ProxyModel::new(&cfg, 20, 3, &dev).unwrap();
+        let ids: Vec<u32> = (0..2 * 9).map(|i| (i * 7 % 20) as u32).collect();
+        let window = Tensor::from_vec(ids, (2, 9), &dev).unwrap();
+        let loss = model.loss(&window).unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, var, _) in &params.vars {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no grad for {name}"));
+            let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(norm > 0.0, "zero gradient for {name}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_weights() {
+        let cfg = tiny();
+        let dev = Device::Cpu;
+        let (_, a) = ProxyModel::new(&cfg, 20, 11, &dev).unwrap();
+        let (_, b) = ProxyModel::new(&cfg, 20, 11, &dev).unwrap();
+        let (_, c) = ProxyModel::new(&cfg, 20, 12, &dev).unwrap();
+        let flat = |p: &Params| -> Vec<f32> {
+            p.vars[0]
+                .1
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(flat(&a), flat(&b));
+        assert_ne!(flat(&a), flat(&c));
+    }
+
+    #[test]
+    fn causal_mask_hides_the_future() {
+        let cfg = tiny();
+        let dev = Device::Cpu;
+        let (model, _) = ProxyModel::new(&cfg, 20, 5, &dev).unwrap();
+        let a = Tensor::new(&[[1u32, 2, 3, 4, 5, 6]], &dev).unwrap();
+        let b = Tensor::new(&[[1u32, 2, 3, 9, 9, 9]], &dev).unwrap();
+        let la = model.forward(&a).unwrap().narrow(1, 0, 3).unwrap();
+        let lb = model.forward(&b).unwrap().narrow(1, 0, 3).unwrap();
+        let diff: f32 = (la - lb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+}

@@ -1,0 +1,253 @@
+//! The proxy training loop: draw each sequence's domain from the mixture, take
+//! an AdamW step (our own warmup/cosine schedule and global-norm clipping —
+//! candle's AdamW has neither), then evaluate mean token loss on every domain's
+//! fixed validation windows.
+
+use super::config::ProxyConfig;
+use super::model::ProxyModel;
+use crate::corpus::cache::{TokenCache, TokenView};
+use crate::error::{Error, Result};
+use crate::mixture::Mixture;
+use candle_core::{Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+/// Per-run options that are not part of the preset.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Seeds weight initialization and batch sampling (separate streams).
+    pub seed: u64,
+    pub device: Device,
+    /// Record the training loss every this many steps in `TrainReport::curve`.
+    pub log_every_steps: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            seed: 0,
+            device: Device::Cpu,
+            log_every_steps: 10,
+        }
+    }
+}
+
+/// What one proxy run measured.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Cache domain order.
+    pub domains: Vec<String>,
+    /// Mean validation token loss (nats) per domain after training.
+    pub val_losses: Vec<f64>,
+    /// (step, training loss) every `log_every_steps`.
+    pub curve: Vec<(usize, f64)>,
+    pub n_tokens: u64,
+    pub wall_s: f64,
+}
+
+impl TrainReport {
+    pub fn tokens_per_s(&self) -> f64 {
+        self.n_tokens as f64 / self.wall_s.max(1e-9)
+    }
+}
+
+/// Draws training windows of `seq_len + 1` tokens: domain by mixture weight,
+/// offset uniformly within the domain's train tokens.
+struct Batcher<'a> {
+    views: Vec<TokenView<'a>>,
+    domain_dist: WeightedIndex<f64>,
+    rng: StdRng,
+    window: usize,
+}
+
+impl Batcher<'_> {
+    fn next_batch(&mut self, batch_size: usize, buf: &mut Vec<u32>) {
+        buf.resize(batch_size * self.window, 0);
+        for row in buf.chunks_mut(self.window) {
+            let d = self.domain_dist.sample(&mut self.rng);
+            let view = self.views[d];
+            let start = self.rng.random_range(0..=view.len() - self.window);
+            view.copy_to(start, row);
+        }
+    }
+}
+
+/// Start offsets of `n` evenly spaced windows of `window` tokens in `len` tokens
+/// (fewer if the split is short). Fixed, so every run is scored on the same tokens.
+pub fn eval_offsets(len: usize, window: usize, n: usize) -> Vec<usize> {
+    if len < window {
+        return Vec::new();
+    }
+    let room = len - window;
+    let n = n.min(len / window).max(1);
+    if n == 1 {
+        return vec![0];
+    }
+    (0..n).map(|i| i * room / (n - 1)).collect()
+}
+
+/// Mean token loss of `model` on each domain's validation windows.
+pub fn evaluate(
+    model: &ProxyModel,
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    device: &Device,
+) -> Result<Vec<f64>> {
+    let window = cfg.seq_len + 1;
+    let mut out = Vec::with_capacity(cache.domains().len());
+    let mut buf = Vec::new();
+    for (d, name) in cache.domains().iter().enumerate() {
+        let view = cache.val(d);
+        let offsets = eval_offsets(view.len(), window, cfg.eval_windows);
+        if offsets.is_empty() {
+            return Err(Error::invalid(format!(
+                "domain {name:?}: validation split has {} tokens, fewer than one window of {window}",
+                view.len()
+            )));
+        }
+        let mut total = 0.0;
+        for chunk in offsets.chunks(cfg.batch_size) {
+            buf.resize(chunk.len() * window, 0);
+            for (row, &off) in buf.chunks_mut(window).zip(chunk) {
+                view.copy_to(off, row);
+            }
+            let ids = Tensor::from_slice(&buf, (chunk.len(), window), device)?;
+            let loss: f32 = model.loss(&ids)?.to_scalar()?;
+            total += loss as f64 * chunk.len() as f64;
+        }
+        let mean = total / offsets.len() as f64;
+        if !mean.is_finite() {
+            return Err(Error::invalid(format!(
+                "domain {name:?}: validation loss is {mean} (training diverged)"
+            )));
+        }
+        out.push(mean);
+    }
+    Ok(out)
+}
+
+/// Train one proxy on `mixture` (aligned to the cache's domains) and evaluate it.
+pub fn train_proxy(
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    mixture: &Mixture,
+    opts: &TrainOptions,
+) -> Result<TrainReport> {
+    train_proxy_with(cfg, cache, mixture, opts, |_| {})
+}
+
+/// As `train_proxy`, calling `on_step(step)` after each optimizer step (progress bars).
+pub fn train_proxy_with(
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    mixture: &Mixture,
+    opts: &TrainOptions,
+    mut on_step: impl FnMut(usize),
+) -> Result<TrainReport> {
+    let started = Instant::now();
+    let mixture = mixture.align(cache.domains())?;
+    let window = cfg.seq_len + 1;
+    for (d, (name, w)) in mixture.iter().enumerate() {
+        if w > 0.0 && cache.train(d).len() < window {
+            return Err(Error::invalid(format!(
+                "domain {name:?}: {} training tokens, fewer than one window of {window}",
+                cache.train(d).len()
+            )));
+        }
+    }
+    let domain_dist = WeightedIndex::new(mixture.weights())
+        .map_err(|e| Error::invalid(format!("mixture {}: {e}", mixture.to_spec())))?;
+    // Separate streams so changing the data order never changes the initialization.
+    let init_seed = opts.seed;
+    let data_seed = opts.seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut batcher = Batcher {
+        views: (0..cache.domains().len()).map(|d| cache.train(d)).collect(),
+        domain_dist,
+        rng: StdRng::seed_from_u64(data_seed),
+        window,
+    };
+    let device = &opts.device;
+    let (model, params) = ProxyModel::new(cfg, cache.vocab_size(), init_seed, device)?;
+    let (decay, no_decay): (Vec<_>, Vec<_>) = params.vars.iter().partition(|(_, _, wd)| *wd);
+    let adam = |vars: Vec<&(String, candle_core::Var, bool)>, wd: f64| {
+        AdamW::new(
+            vars.into_iter().map(|(_, v, _)| v.clone()).collect(),
+            ParamsAdamW {
+                lr: cfg.lr_peak,
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: 1e-8,
+                weight_decay: wd,
+            },
+        )
+    };
+    let mut opt_decay = adam(decay, cfg.weight_decay)?;
+    let mut opt_plain = adam(no_decay, 0.0)?;
+
+    let mut curve = Vec::new();
+    let mut buf = Vec::new();
+    for step in 0..cfg.n_steps {
+        batcher.next_batch(cfg.batch_size, &mut buf);
+        let ids = Tensor::from_slice(&buf, (cfg.batch_size, window), device)?;
+        let loss = model.loss(&ids)?;
+        let mut grads = loss.backward()?;
+        if cfg.grad_clip > 0.0 {
+            let mut sq = 0.0f64;
+            for (_, var, _) in &params.vars {
+                if let Some(g) = grads.get(var.as_tensor()) {
+                    sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                }
+            }
+            let norm = sq.sqrt();
+            if norm > cfg.grad_clip {
+                let scale = cfg.grad_clip / (norm + 1e-6);
+                for (_, var, _) in &params.vars {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        let scaled = (g * scale)?;
+                        grads.insert(var.as_tensor(), scaled);
+                    }
+                }
+            }
+        }
+        let lr = cfg.lr_at(step);
+        opt_decay.set_learning_rate(lr);
+        opt_plain.set_learning_rate(lr);
+        opt_decay.step(&grads)?;
+        opt_plain.step(&grads)?;
+        if step % opts.log_every_steps.max(1) == 0 || step + 1 == cfg.n_steps {
+            let l: f32 = loss.to_scalar()?;
+            if !l.is_finite() {
+                return Err(Error::invalid(format!(
+                    "training loss is {l} at step {step} (diverged; lower lr_peak)"
+                )));
+            }
+            curve.push((step, l as f64));
+        }
+        on_step(step);
+    }
+    let val_losses = evaluate(&model, cfg, cache, device)?;
+    Ok(TrainReport {
+        domains: cache.domains().to_vec(),
+        val_losses,
+        curve,
+        n_tokens: cfg.n_tokens(),
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_offsets_are_even_and_in_range() {
+        assert_eq!(eval_offsets(100, 10, 3), vec![0, 45, 90]);
+        assert_eq!(eval_offsets(25, 10, 8), vec![0, 15]);
+        assert_eq!(eval_offsets(9, 10, 3), Vec::<usize>::new());
+        assert_eq!(eval_offsets(10, 10, 3), vec![0]);
+    }
+}

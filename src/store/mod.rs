@@ -1,0 +1,277 @@
+//! Store stage: where finished proxy runs live and how fitting data gets in.
+//!
+//! `runs` is the append-only, crash-safe runs table the sweep writes (one CSV
+//! row per finished proxy run). `import` turns either that table or a pair of
+//! externally produced CSVs (mixtures + metrics joined on an id column, e.g.
+//! RegMix's published runs) into the `RunsData` matrix the `law` stage fits.
+//!
+//! The helpers here are the CSV plumbing both share: reading a whole table with
+//! 1-based line numbers, parsing cells into numbers with errors that name
+//! file, line and column, and hashing a source file for provenance.
+
+pub mod import;
+pub mod runs;
+
+pub use import::{from_runs_csv, from_two_csvs, read_mixture_table, MixtureTable, RunsData};
+pub use runs::{read_runs, RunRecord, RunsWriter};
+
+use crate::error::{Error, IoContext, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// A CSV table read whole: trimmed header cells and each data row with the
+/// 1-based line it starts on.
+#[derive(Debug, Clone)]
+pub(crate) struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Table {
+    /// Index of a header column, or an error naming the column and the file.
+    pub fn column(&self, path: &Path, name: &str) -> Result<usize> {
+        self.header.iter().position(|h| h == name).ok_or_else(|| {
+            Error::parse(
+                path,
+                1,
+                format!(
+                    "no column {name:?} (columns: {})",
+                    abbreviate(&self.header, 20)
+                ),
+            )
+        })
+    }
+}
+
+/// Parse CSV bytes (already read from `path`) into a `Table`. Every row must
+/// have as many fields as the header; blank lines are skipped.
+pub(crate) fn parse_table(path: &Path, bytes: &[u8]) -> Result<Table> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let mut header: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    let mut record = csv::StringRecord::new();
+    let mut lines = LineCounter {
+        bytes,
+        at: 0,
+        line: 1,
+    };
+    loop {
+        let more = rdr.read_record(&mut record).map_err(|e| {
+            let line = e.position().map_or(0, |p| lines.line_of(p.byte() as usize));
+            Error::parse(path, line, format!("malformed CSV: {e}"))
+        })?;
+        if !more {
+            break;
+        }
+        // csv's own line counter does not count skipped blank lines.
+        let line = record
+            .position()
+            .map_or(0, |p| lines.line_of(p.byte() as usize));
+        let fields: Vec<String> = record.iter().map(str::to_string).collect();
+        if fields.len() == 1 && fields[0].is_empty() {
+            continue;
+        }
+        match &header {
+            None => {
+                let mut h = fields;
+                // A UTF-8 byte-order mark (Excel) is not part of the first name.
+                if let Some(first) = h.first_mut() {
+                    *first = first.trim_start_matches('\u{feff}').to_string();
+                }
+                for (i, name) in h.iter().enumerate() {
+                    if name.is_empty() {
+                        return Err(Error::parse(
+                            path,
+                            line,
+                            format!("header column {} has no name", i + 1),
+                        ));
+                    }
+                    if h[..i].contains(name) {
+                        return Err(Error::parse(
+                            path,
+                            line,
+                            format!("header names column {name:?} twice"),
+                        ));
+                    }
+                }
+                header = Some(h);
+            }
+            Some(h) => {
+                if fields.len() != h.len() {
+                    return Err(Error::parse(
+                        path,
+                        line,
+                        format!(
+                            "{} fields, but the header has {} columns",
+                            fields.len(),
+                            h.len()
+                        ),
+                    ));
+                }
+                rows.push((line, fields));
+            }
+        }
+    }
+    let header = header.ok_or_else(|| Error::parse(path, 0, "empty file: no header row"))?;
+    Ok(Table { header, rows })
+}
+
+/// Maps byte offsets (non-decreasing) to 1-based line numbers in one pass.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    line: usize,
+}
+
+impl LineCounter<'_> {
+    /// Line of the first non-blank byte at or after `offset` (a record's
+    /// reported start may include the blank lines skipped before it).
+    fn line_of(&mut self, offset: usize) -> usize {
+        let mut start = offset.min(self.bytes.len());
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\n' | b'\r') {
+            start += 1;
+        }
+        if start >= self.at {
+            self.line += self.bytes[self.at..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.at = start;
+        }
+        self.line
+    }
+}
+
+/// Read and parse a whole CSV file.
+pub(crate) fn read_table(path: &Path) -> Result<Table> {
+    let bytes = std::fs::read(path).at(path)?;
+    parse_table(path, &bytes)
+}
+
+/// Parse one cell as a finite number. `col` is the 0-based column index and
+/// `name` its header, both named in the error (columns are 1-based there).
+pub(crate) fn parse_finite(
+    path: &Path,
+    line: usize,
+    col: usize,
+    name: &str,
+    cell: &str,
+) -> Result<f64> {
+    let v = parse_number(path, line, col, name, cell)?;
+    if !v.is_finite() {
+        return Err(Error::parse(
+            path,
+            line,
+            format!(
+                "column {} ({name}): value is {cell:?}, not a finite number",
+                col + 1
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// Parse one cell as an f64 (NaN and inf pass; callers decide).
+pub(crate) fn parse_number(
+    path: &Path,
+    line: usize,
+    col: usize,
+    name: &str,
+    cell: &str,
+) -> Result<f64> {
+    if cell.is_empty() {
+        return Err(Error::parse(
+            path,
+            line,
+            format!("column {} ({name}): empty cell, expected a number", col + 1),
+        ));
+    }
+    cell.parse::<f64>().map_err(|_| {
+        Error::parse(
+            path,
+            line,
+            format!("column {} ({name}): {cell:?} is not a number", col + 1),
+        )
+    })
+}
+
+/// Parse one cell as an unsigned integer.
+pub(crate) fn parse_u64(
+    path: &Path,
+    line: usize,
+    col: usize,
+    name: &str,
+    cell: &str,
+) -> Result<u64> {
+    cell.parse::<u64>().map_err(|_| {
+        Error::parse(
+            path,
+            line,
+            format!(
+                "column {} ({name}): {cell:?} is not a non-negative integer",
+                col + 1
+            ),
+        )
+    })
+}
+
+/// Hex SHA-256 of a file's bytes (recorded in law.json as provenance).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).at(path)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Candidate sidecar paths of a runs file: `runs.csv.meta.json`, then
+/// `runs.meta.json`. The sweep writes the first; both are read.
+pub fn meta_paths(runs: &Path) -> [PathBuf; 2] {
+    let mut appended = runs.as_os_str().to_os_string();
+    appended.push(".meta.json");
+    [PathBuf::from(appended), runs.with_extension("meta.json")]
+}
+
+/// `a, b, c, … (N in all)` for long lists in error messages.
+pub(crate) fn abbreviate(names: &[String], max: usize) -> String {
+    if names.len() <= max {
+        names.join(", ")
+    } else {
+        format!("{}, … ({} in all)", names[..max].join(", "), names.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_reports_lines_and_ragged_rows() {
+        let p = Path::new("t.csv");
+        let t = parse_table(p, b"a,b\n1,2\n\n3,4\n").unwrap();
+        assert_eq!(t.header, ["a", "b"]);
+        assert_eq!(t.rows[1].0, 4);
+        let e = parse_table(p, b"a,b\n1,2\n3\n").unwrap_err().to_string();
+        assert!(e.contains("t.csv:3"), "{e}");
+        let e = parse_table(p, b"a,a\n").unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn cells_name_their_column() {
+        let p = Path::new("t.csv");
+        let e = parse_finite(p, 7, 2, "x", "abc").unwrap_err().to_string();
+        assert!(e.contains("t.csv:7") && e.contains("column 3 (x)"), "{e}");
+        assert!(parse_finite(p, 7, 2, "x", "NaN").is_err());
+        assert!(parse_finite(p, 7, 2, "x", "inf").is_err());
+        assert_eq!(parse_finite(p, 7, 2, "x", "1e-3").unwrap(), 1e-3);
+    }
+
+    #[test]
+    fn sidecar_candidates() {
+        let [a, b] = meta_paths(Path::new("out/runs.csv"));
+        assert_eq!(a, Path::new("out/runs.csv.meta.json"));
+        assert_eq!(b, Path::new("out/runs.meta.json"));
+    }
+}

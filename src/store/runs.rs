@@ -1,0 +1,496 @@
+//! The runs table: one CSV row per finished proxy run, written by `sweep`,
+//! read by `fit` (through `import`) and by `merge`.
+//!
+//! Header: `run_id,seed,proxy,n_tokens,wall_s,config_hash,mixopt_version,`
+//! then `w_<domain>` for each domain, then `loss_<domain>` (same order).
+//!
+//! Crash safety: the table is append-only. Each row goes out as one `write`
+//! of the whole line followed by `sync_data`, so after a crash the file holds
+//! every finished row plus at most one partial last line (no trailing
+//! newline). Readers ignore such a torn line; `RunsWriter::open` truncates it
+//! away before appending, so a killed sweep loses at most the run in progress.
+
+use super::{parse_finite, parse_table, parse_u64, Table};
+use crate::error::{Error, IoContext, Result};
+use crate::mixture::{check_domain_name, Mixture};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The fixed columns before the per-domain ones.
+pub const FIXED_COLUMNS: [&str; 7] = [
+    "run_id",
+    "seed",
+    "proxy",
+    "n_tokens",
+    "wall_s",
+    "config_hash",
+    "mixopt_version",
+];
+
+/// One finished proxy run. Invariant (checked on write and read): `losses`
+/// has one finite value per domain of `mixture`, in the same order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub seed: u64,
+    pub proxy: String,
+    pub n_tokens: u64,
+    pub wall_s: f64,
+    pub config_hash: String,
+    pub version: String,
+    pub mixture: Mixture,
+    pub losses: Vec<f64>,
+}
+
+/// Appends rows to a runs table. Used from one thread; each `append` is
+/// durable when it returns.
+#[derive(Debug)]
+pub struct RunsWriter {
+    path: PathBuf,
+    file: File,
+    domains: Vec<String>,
+    /// Length of the file up to the last finished row: a failed write is
+    /// truncated back to it so later rows never follow a torn line.
+    len: u64,
+}
+
+/// The header columns for `domains`.
+pub fn header(domains: &[String]) -> Vec<String> {
+    FIXED_COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(domains.iter().map(|d| format!("w_{d}")))
+        .chain(domains.iter().map(|d| format!("loss_{d}")))
+        .collect()
+}
+
+/// Length of the prefix of `bytes` that ends with a newline (0 if none).
+fn finished_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+impl RunsWriter {
+    /// Open `path` for appending, creating it with a header if absent. If the
+    /// file exists its header must name the same domains in the same order; a
+    /// torn last line (no trailing newline) is truncated away. Returns the
+    /// finished rows already in the file.
+    pub fn open(path: &Path, domains: &[String]) -> Result<(RunsWriter, Vec<RunRecord>)> {
+        check_domains(domains)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .at(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).at(path)?;
+        let keep = finished_len(&bytes);
+
+        // Validate what is there before touching it.
+        let records = if keep == 0 {
+            Vec::new()
+        } else {
+            let (found, records) = parse_runs(path, &bytes[..keep])?;
+            if found != domains {
+                return Err(Error::parse(
+                    path,
+                    1,
+                    format!(
+                        "this runs table has domains [{}] but the sweep has [{}]; \
+                         use another --out or the same domains in the same order",
+                        found.join(", "),
+                        domains.join(", ")
+                    ),
+                ));
+            }
+            records
+        };
+        if keep < bytes.len() {
+            file.set_len(keep as u64).at(path)?;
+            file.sync_data().at(path)?;
+        }
+        drop(file);
+        let mut file = OpenOptions::new().append(true).open(path).at(path)?;
+        let mut len = keep as u64;
+        if keep == 0 {
+            let line = format!("{}\n", header(domains).join(","));
+            file.write_all(line.as_bytes()).at(path)?;
+            file.sync_data().at(path)?;
+            len = line.len() as u64;
+            if created {
+                sync_parent(path);
+            }
+        }
+        Ok((
+            RunsWriter {
+                path: path.to_path_buf(),
+                file,
+                domains: domains.to_vec(),
+                len,
+            },
+            records,
+        ))
+    }
+
+    /// The domains of this table, in column order.
+    pub fn domains(&self) -> &[String] {
+        &self.domains
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one row (one write of the whole line, then `sync_data`).
+    /// Rejects rows the reader would reject (non-finite losses, bad ids), so
+    /// the table stays readable.
+    pub fn append(&mut self, rec: &RunRecord) -> Result<()> {
+        let line = self.format_row(rec)?;
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Leave no partial line behind for the next row to follow.
+            let _ = self.file.set_len(self.len);
+            return Err(Error::io(&self.path, e));
+        }
+        self.len += line.len() as u64;
+        Ok(())
+    }
+
+    fn format_row(&self, rec: &RunRecord) -> Result<Vec<u8>> {
+        let what = format!("run {:?}", rec.run_id);
+        for (field, value) in [
+            ("run_id", &rec.run_id),
+            ("proxy", &rec.proxy),
+            ("config_hash", &rec.config_hash),
+            ("mixopt_version", &rec.version),
+        ] {
+            if value.chars().any(char::is_control) {
+                return Err(Error::invalid(format!(
+                    "{what}: {field} contains a control character"
+                )));
+            }
+        }
+        if rec.run_id.is_empty() {
+            return Err(Error::invalid("run_id is empty"));
+        }
+        if !(rec.wall_s.is_finite() && rec.wall_s >= 0.0) {
+            return Err(Error::invalid(format!("{what}: wall_s is {}", rec.wall_s)));
+        }
+        let mixture = if rec.mixture.domains() == self.domains.as_slice() {
+            rec.mixture.clone()
+        } else {
+            rec.mixture
+                .align(&self.domains)
+                .map_err(|e| Error::invalid(format!("{what}: {e}")))?
+        };
+        if rec.losses.len() != self.domains.len() {
+            return Err(Error::invalid(format!(
+                "{what}: {} losses for {} domains",
+                rec.losses.len(),
+                self.domains.len()
+            )));
+        }
+        for (d, l) in self.domains.iter().zip(&rec.losses) {
+            if !l.is_finite() {
+                return Err(Error::invalid(format!("{what}: loss of {d:?} is {l}")));
+            }
+        }
+        let mut fields: Vec<String> = vec![
+            rec.run_id.clone(),
+            rec.seed.to_string(),
+            rec.proxy.clone(),
+            rec.n_tokens.to_string(),
+            rec.wall_s.to_string(),
+            rec.config_hash.clone(),
+            rec.version.clone(),
+        ];
+        // `{}` on f64 prints the shortest string that parses back to the same value.
+        fields.extend(mixture.weights().iter().map(f64::to_string));
+        fields.extend(rec.losses.iter().map(f64::to_string));
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        w.write_record(&fields)
+            .map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+        w.into_inner()
+            .map_err(|e| Error::invalid(format!("{what}: {e}")))
+    }
+}
+
+/// Read a runs table: its domains and finished rows. A torn last line (no
+/// trailing newline) is ignored; any other malformed row is an error naming
+/// file, line and column.
+pub fn read_runs(path: &Path) -> Result<(Vec<String>, Vec<RunRecord>)> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .at(path)?;
+    let keep = finished_len(&bytes);
+    if keep == 0 {
+        return Err(Error::parse(path, 0, "empty runs table: no header line"));
+    }
+    parse_runs(path, &bytes[..keep])
+}
+
+fn check_domains(domains: &[String]) -> Result<()> {
+    if domains.is_empty() {
+        return Err(Error::invalid("runs table: no domains"));
+    }
+    for (i, d) in domains.iter().enumerate() {
+        check_domain_name(d)?;
+        if domains[..i].contains(d) {
+            return Err(Error::invalid(format!("runs table: domain {d:?} twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Domains named by a runs-table header, or an error saying what is wrong.
+fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
+    let bad = |msg: String| Error::parse(path, 1, msg);
+    let nf = FIXED_COLUMNS.len();
+    if h.len() < nf || h[..nf] != FIXED_COLUMNS {
+        return Err(bad(format!(
+            "not a runs table: the header must start with {}",
+            FIXED_COLUMNS.join(",")
+        )));
+    }
+    let rest = &h[nf..];
+    if rest.is_empty() || rest.len() % 2 != 0 {
+        return Err(bad(
+            "a runs table has one w_<domain> and one loss_<domain> column per domain".into(),
+        ));
+    }
+    let n = rest.len() / 2;
+    let mut domains = Vec::with_capacity(n);
+    for (i, col) in rest[..n].iter().enumerate() {
+        let d = col.strip_prefix("w_").ok_or_else(|| {
+            bad(format!(
+                "column {} is {col:?}, expected w_<domain>",
+                nf + i + 1
+            ))
+        })?;
+        check_domain_name(d).map_err(|e| bad(format!("column {}: {e}", nf + i + 1)))?;
+        let loss_col = &rest[n + i];
+        if loss_col.strip_prefix("loss_") != Some(d) {
+            return Err(bad(format!(
+                "column {} is {loss_col:?}, expected loss_{d}",
+                nf + n + i + 1
+            )));
+        }
+        domains.push(d.to_string());
+    }
+    Ok(domains)
+}
+
+fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, Vec<RunRecord>)> {
+    let Table { header, rows } = parse_table(path, bytes)?;
+    let domains = header_domains(path, &header)?;
+    let nf = FIXED_COLUMNS.len();
+    let n = domains.len();
+    let mut records = Vec::with_capacity(rows.len());
+    for (line, f) in rows {
+        if f[0].is_empty() {
+            return Err(Error::parse(path, line, "column 1 (run_id): empty"));
+        }
+        let seed = parse_u64(path, line, 1, &header[1], &f[1])?;
+        let n_tokens = parse_u64(path, line, 3, &header[3], &f[3])?;
+        let wall_s = parse_finite(path, line, 4, &header[4], &f[4])?;
+        let mut weights = Vec::with_capacity(n);
+        for c in nf..nf + n {
+            weights.push(parse_finite(path, line, c, &header[c], &f[c])?);
+        }
+        let mut losses = Vec::with_capacity(n);
+        for c in nf + n..nf + 2 * n {
+            losses.push(parse_finite(path, line, c, &header[c], &f[c])?);
+        }
+        let mixture = Mixture::new_in(domains.clone(), weights, "mixture")
+            .map_err(|e| Error::parse(path, line, e.to_string()))?;
+        records.push(RunRecord {
+            run_id: f[0].clone(),
+            seed,
+            proxy: f[2].clone(),
+            n_tokens,
+            wall_s,
+            config_hash: f[5].clone(),
+            version: f[6].clone(),
+            mixture,
+            losses,
+        });
+    }
+    Ok((domains, records))
+}
+
+/// Make a newly created file's directory entry durable (best effort: not
+/// every platform can open a directory).
+fn sync_parent(path: &Path) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domains() -> Vec<String> {
+        vec!["web".into(), "code".into()]
+    }
+
+    fn record(id: &str, w: f64, loss: f64) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            seed: 7,
+            proxy: "tiny".into(),
+            n_tokens: 1_000_000,
+            wall_s: 12.5,
+            config_hash: "abc123".into(),
+            version: "0.1.0".into(),
+            mixture: Mixture::new(domains(), vec![w, 1.0 - w]).unwrap(),
+            losses: vec![loss, 0.1 + 1.0 / 3.0],
+        }
+    }
+
+    #[test]
+    fn append_then_read_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let (mut w, old) = RunsWriter::open(&path, &domains()).unwrap();
+        assert!(old.is_empty());
+        let recs = vec![
+            record("r0", 0.3, 2.0 / 3.0),
+            record("r,1", 0.123456789, 1e-9),
+        ];
+        for r in &recs {
+            w.append(r).unwrap();
+        }
+        drop(w);
+        let (d, back) = read_runs(&path).unwrap();
+        assert_eq!(d, domains());
+        assert_eq!(back.len(), 2);
+        for (a, b) in recs.iter().zip(&back) {
+            assert_eq!(a.run_id, b.run_id);
+            assert_eq!(a.losses, b.losses, "losses round-trip bit for bit");
+            for (x, y) in a.mixture.weights().iter().zip(b.mixture.weights()) {
+                assert!((x - y).abs() <= 1e-15);
+            }
+            assert_eq!(
+                (a.seed, a.n_tokens, a.wall_s),
+                (b.seed, b.n_tokens, b.wall_s)
+            );
+        }
+        // Reopening returns the finished rows and keeps appending.
+        let (mut w, old) = RunsWriter::open(&path, &domains()).unwrap();
+        assert_eq!(old.len(), 2);
+        w.append(&record("r2", 0.5, 3.0)).unwrap();
+        assert_eq!(read_runs(&path).unwrap().1.len(), 3);
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_then_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let (mut w, _) = RunsWriter::open(&path, &domains()).unwrap();
+        w.append(&record("r0", 0.3, 2.0)).unwrap();
+        drop(w);
+        // A write cut by kill -9 mid-line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"r1,7,tiny,10,1.0,abc,0.1.0,0.5,0.").unwrap();
+        drop(f);
+        assert_eq!(read_runs(&path).unwrap().1.len(), 1);
+        let (mut w, old) = RunsWriter::open(&path, &domains()).unwrap();
+        assert_eq!(old.len(), 1);
+        w.append(&record("r1", 0.5, 2.5)).unwrap();
+        let (_, back) = read_runs(&path).unwrap();
+        assert_eq!(
+            back.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["r0", "r1"]
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn torn_header_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        std::fs::write(&path, "run_id,se").unwrap();
+        let (_, old) = RunsWriter::open(&path, &domains()).unwrap();
+        assert!(old.is_empty());
+        assert!(read_runs(&path).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn header_mismatch_is_rejected_and_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let (mut w, _) = RunsWriter::open(&path, &domains()).unwrap();
+        w.append(&record("r0", 0.3, 2.0)).unwrap();
+        drop(w);
+        let before = std::fs::read(&path).unwrap();
+        let other = vec!["code".to_string(), "web".to_string()];
+        let e = RunsWriter::open(&path, &other).unwrap_err().to_string();
+        assert!(e.contains("runs.csv:1") && e.contains("web, code"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn bad_rows_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let head = header(&domains()).join(",");
+        std::fs::write(
+            &path,
+            format!("{head}\nr0,1,p,10,1.0,h,v,0.5,0.5,NaN,2.0\n"),
+        )
+        .unwrap();
+        let e = read_runs(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("runs.csv:2") && e.contains("column 10 (loss_web)"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            format!("{head}\nr0,1,p,10,1.0,h,v,0.5,0.7,1.0,2.0\n"),
+        )
+        .unwrap();
+        let e = read_runs(&path).unwrap_err().to_string();
+        assert!(e.contains("runs.csv:2") && e.contains("sum"), "{e}");
+        std::fs::write(
+            &path,
+            format!("{head}\nr0,x,p,10,1.0,h,v,0.5,0.5,1.0,2.0\n"),
+        )
+        .unwrap();
+        let e = read_runs(&path).unwrap_err().to_string();
+        assert!(e.contains("column 2 (seed)"), "{e}");
+        std::fs::write(&path, "run_id,seed\n").unwrap();
+        assert!(read_runs(&path).is_err());
+    }
+
+    #[test]
+    fn append_rejects_what_read_would_reject() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let (mut w, _) = RunsWriter::open(&path, &domains()).unwrap();
+        let mut r = record("r0", 0.3, f64::NAN);
+        assert!(w.append(&r).is_err());
+        r.losses = vec![1.0];
+        assert!(w.append(&r).is_err());
+        r = record("a\nb", 0.3, 1.0);
+        assert!(w.append(&r).is_err());
+        assert!(read_runs(&path).unwrap().1.is_empty());
+    }
+}

@@ -1,0 +1,361 @@
+//! The offline pipeline driven through the binary: prepare → train → sweep →
+//! fit → predict → optimize, and a sweep killed with SIGKILL then resumed.
+
+use assert_cmd::Command;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn mixopt() -> Command {
+    let mut c = Command::cargo_bin("mixopt").unwrap();
+    c.env("MIXOPT_QUIET", "1");
+    c
+}
+
+/// A proxy small and short enough for tests (one run well under a second).
+const TEST_PROXY: &str = r#"
+name = "test"
+n_layers = 1
+d_model = 32
+n_heads = 2
+d_ff = 64
+seq_len = 32
+batch_size = 8
+n_steps = 40
+lr_peak = 1e-2
+warmup_steps = 4
+eval_windows = 8
+"#;
+
+/// Two domains with different structure: `alpha` cycles letters, `digits` counts.
+fn write_corpus(dir: &Path) {
+    for (name, make) in [
+        (
+            "alpha",
+            Box::new(|i: usize| -> String {
+                (0..300)
+                    .map(|j| char::from(b'a' + ((i + j) % 7) as u8))
+                    .collect()
+            }) as Box<dyn Fn(usize) -> String>,
+        ),
+        (
+            "digits",
+            Box::new(|i: usize| -> String {
+                (0..120).map(|j| format!("{} ", (i + j) % 10)).collect()
+            }),
+        ),
+        (
+            "words",
+            Box::new(|i: usize| -> String { ["the cat", "a dog", "one bird"][i % 3].repeat(30) }),
+        ),
+    ] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let lines: Vec<String> = (0..60)
+            .map(|i| serde_json::json!({ "text": make(i) }).to_string())
+            .collect();
+        std::fs::write(sub.join("docs.jsonl"), lines.join("\n") + "\n").unwrap();
+    }
+}
+
+fn prepare(tmp: &Path) -> PathBuf {
+    write_corpus(&tmp.join("corpus"));
+    let cache = tmp.join("cache");
+    let mut cmd = mixopt();
+    cmd.arg("prepare").arg("--cache").arg(&cache);
+    for d in ["alpha", "digits", "words"] {
+        cmd.arg("--domain").arg(format!(
+            "{d}={}",
+            tmp.join("corpus").join(d).join("docs.jsonl").display()
+        ));
+    }
+    cmd.assert().success();
+    std::fs::write(tmp.join("test.toml"), TEST_PROXY).unwrap();
+    cache
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `val_loss` column of `mixopt train`'s table, by domain.
+fn val_loss(stdout: &str, domain: &str) -> f64 {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(domain))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no loss for {domain} in:\n{stdout}"))
+}
+
+#[test]
+fn train_learns_and_specializes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = prepare(tmp.path());
+    let proxy = tmp.path().join("test.toml");
+    let run = |mix: &str| {
+        stdout_of(
+            mixopt()
+                .args(["train", "--seed", "1", "--mixture", mix, "--proxy"])
+                .arg(&proxy)
+                .arg("--cache")
+                .arg(&cache)
+                .arg("--curve")
+                .arg(tmp.path().join("curve.csv")),
+        )
+    };
+    let on_alpha = run("alpha=1");
+    let on_digits = run("digits=1");
+    // The training loss falls: first logged value vs last.
+    let line = on_alpha
+        .lines()
+        .find(|l| l.starts_with("train loss"))
+        .unwrap();
+    let nums: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert!(nums[1] < nums[0] * 0.8, "{line}");
+    // Specialization: each proxy is better on the domain it trained on.
+    assert!(val_loss(&on_alpha, "alpha") < val_loss(&on_digits, "alpha"));
+    assert!(val_loss(&on_digits, "digits") < val_loss(&on_alpha, "digits"));
+    // Same seed, same numbers.
+    assert_eq!(without_wall(&run("alpha=1")), without_wall(&on_alpha));
+    let curve = std::fs::read_to_string(tmp.path().join("curve.csv")).unwrap();
+    assert!(curve.starts_with("step,loss\n") && curve.lines().count() > 3);
+}
+
+/// Drops the wall-clock line so two runs' outputs compare equal.
+fn without_wall(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.starts_with("wall"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn train_rejects_bad_mixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = prepare(tmp.path());
+    for (mix, expect) in [
+        ("alpha=0.5,digits=0.2", "sum"),
+        ("alpha=1.5,digits=-0.5", "negative"),
+        ("nope=1", "unknown domain"),
+        ("alpha=NaN,digits=1", "alpha"),
+    ] {
+        let out = mixopt()
+            .args(["train", "--proxy", "tiny", "--mixture", mix, "--cache"])
+            .arg(&cache)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mix}");
+        assert!(
+            err.contains(expect) && !err.contains("panicked"),
+            "{mix}: {err}"
+        );
+    }
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, format!("{TEST_PROXY}\nlearning_rate = 3\n")).unwrap();
+    let out = mixopt()
+        .args(["train", "--mixture", "alpha=1", "--cache"])
+        .arg(&cache)
+        .arg("--proxy")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("learning_rate") && err.contains("bad.toml"),
+        "{err}"
+    );
+}
+
+fn data_rows(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+fn sweep_args(tmp: &Path, cache: &Path, out: &Path, runs: usize, jobs: usize) -> Vec<OsString> {
+    let mut a: Vec<OsString> = ["sweep", "--seed", "5", "--runs"]
+        .map(OsString::from)
+        .to_vec();
+    a.push(runs.to_string().into());
+    a.push("--jobs".into());
+    a.push(jobs.to_string().into());
+    a.push("--proxy".into());
+    a.push(tmp.join("test.toml").into());
+    a.push("--cache".into());
+    a.push(cache.into());
+    a.push("--out".into());
+    a.push(out.into());
+    a
+}
+
+fn sweep_cmd(tmp: &Path, cache: &Path, out: &Path, runs: usize, jobs: usize) -> Command {
+    let mut c = mixopt();
+    c.args(sweep_args(tmp, cache, out, runs, jobs));
+    c
+}
+
+/// Losses of each run id (columns after the first seven), wall time dropped.
+fn by_id(rows: &[String]) -> std::collections::BTreeMap<String, String> {
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<&str> = r.split(',').collect();
+            let mut kept = cells.clone();
+            kept.remove(4); // wall_s
+            (cells[0].to_string(), kept.join(","))
+        })
+        .collect()
+}
+
+#[test]
+fn sweep_fit_predict_optimize_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    let runs = t.join("runs.csv");
+    sweep_cmd(t, &cache, &runs, 12, 2).assert().success();
+    let rows = data_rows(&runs);
+    assert_eq!(rows.len(), 12);
+    // A second invocation has nothing left to do.
+    let again = stdout_of(&mut sweep_cmd(t, &cache, &runs, 12, 2));
+    assert!(again.contains("12 already finished"), "{again}");
+    assert_eq!(data_rows(&runs), rows);
+
+    let law = t.join("law.json");
+    let fit = stdout_of(
+        mixopt()
+            .args(["fit", "--target", "mean", "--law", "linear", "--runs"])
+            .arg(&runs)
+            .arg("--out")
+            .arg(&law),
+    );
+    assert!(fit.to_lowercase().contains("spearman"), "{fit}");
+    let law_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
+    assert_eq!(law_json["kind"], "linear");
+
+    let pred = stdout_of(
+        mixopt()
+            .args(["predict", "--law"])
+            .arg(&law)
+            .arg("--mixtures")
+            .arg(&runs),
+    );
+    let lines: Vec<&str> = pred.lines().collect();
+    assert_eq!(lines[0], "id,prediction");
+    assert_eq!(lines.len(), 13);
+
+    let weights = t.join("weights.json");
+    let opt = stdout_of(
+        mixopt()
+            .args(["optimize", "--candidates", "2000", "--top-k", "20", "--law"])
+            .arg(&law)
+            .arg("--out")
+            .arg(&weights),
+    );
+    assert!(opt.contains("predicted target"), "{opt}");
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&weights).unwrap()).unwrap();
+    let sum: f64 = w["domains"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((sum - 1.0).abs() < 1e-9);
+    assert!(w["predicted"].as_f64().unwrap().is_finite());
+    assert!(w["provenance"]["law_sha256"].as_str().unwrap().len() == 64);
+    // The weights file trains a proxy directly.
+    mixopt()
+        .args(["train", "--mixture"])
+        .arg(&weights)
+        .arg("--proxy")
+        .arg(t.join("test.toml"))
+        .arg("--cache")
+        .arg(&cache)
+        .assert()
+        .success();
+}
+
+#[test]
+fn killed_sweep_resumes_without_losing_or_changing_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    let reference = t.join("reference.csv");
+    sweep_cmd(t, &cache, &reference, 8, 1).assert().success();
+
+    let runs = t.join("runs.csv");
+    let bin = assert_cmd::cargo::cargo_bin("mixopt");
+    let mut child = std::process::Command::new(&bin)
+        .args(sweep_args(t, &cache, &runs, 8, 1))
+        .env("MIXOPT_QUIET", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while data_rows(&runs).len() < 3 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = data_rows(&runs);
+    assert!(
+        before.len() >= 3 && before.len() < 8,
+        "{} rows",
+        before.len()
+    );
+
+    sweep_cmd(t, &cache, &runs, 8, 2).assert().success();
+    let after = data_rows(&runs);
+    assert_eq!(after.len(), 8);
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "finished rows unchanged"
+    );
+    // Resumed (and concurrently trained) runs equal the uninterrupted sweep's.
+    assert_eq!(by_id(&after), by_id(&data_rows(&reference)));
+
+    // A different configuration refuses to append to this table.
+    let out = mixopt()
+        .args(sweep_args(t, &cache, &runs, 8, 1))
+        .args(["--temperature", "0.7"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("different sweep configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn torn_last_line_is_repaired_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    let runs = t.join("runs.csv");
+    sweep_cmd(t, &cache, &runs, 3, 1).assert().success();
+    let full = data_rows(&runs);
+    // Simulate a write cut by kill -9: drop the last row's tail.
+    let text = std::fs::read_to_string(&runs).unwrap();
+    std::fs::write(&runs, &text[..text.len() - 10]).unwrap();
+    sweep_cmd(t, &cache, &runs, 3, 1).assert().success();
+    assert_eq!(by_id(&data_rows(&runs)), by_id(&full));
+}
