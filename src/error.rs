@@ -5,12 +5,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O failure on a named path.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// An I/O failure on a named path. (`err` is deliberately not a `#[source]`:
+    /// the message already includes it, and anyhow would print it twice.)
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// Malformed content at a known place in a file (line is 1-based; 0 = whole file).
     #[error("{file}{}: {msg}", if *line > 0 { format!(":{line}") } else { String::new() })]
     Parse {
@@ -31,7 +29,7 @@ impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            err: source,
         }
     }
 

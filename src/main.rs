@@ -9,15 +9,15 @@ use std::io::Write;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Die quietly on a closed pipe (`mixopt predict ... | head`) like other Unix
+    // tools, instead of panicking inside println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = mixopt::cli::Cli::parse();
     if let Err(err) = mixopt::cli::run(cli) {
-        // A closed pipe (e.g. `mixopt predict | head`) is not a failure.
-        if err.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-        }) {
-            std::process::exit(0);
-        }
         let mut stderr = std::io::stderr().lock();
         let _ = writeln!(stderr, "error: {err:#}");
         std::process::exit(1);

@@ -33,7 +33,12 @@ fn fails(cmd: &mut Command) -> String {
 /// Column `name` of a CSV keyed by its first column.
 fn column(path: &Path, name: &str) -> Vec<(String, f64)> {
     let mut rdr = csv::Reader::from_path(path).unwrap();
-    let idx = rdr.headers().unwrap().iter().position(|h| h == name).unwrap();
+    let idx = rdr
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == name)
+        .unwrap();
     rdr.records()
         .map(|r| {
             let r = r.unwrap();
@@ -47,7 +52,9 @@ fn regmix_linear_fit_ranks_unseen_mixtures() {
     let dir = tempfile::tempdir().unwrap();
     let law = dir.path().join("law.json");
     let out = mixopt()
-        .args(["fit", "--target", PILE_CC, "--law", "linear", "--id", "index"])
+        .args([
+            "fit", "--target", PILE_CC, "--law", "linear", "--id", "index",
+        ])
         .arg("--mixtures")
         .arg(regmix("train_mixture_1m.csv"))
         .arg("--losses")
@@ -61,8 +68,15 @@ fn regmix_linear_fit_ranks_unseen_mixtures() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("5-fold CV") && stdout.contains("train→test"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("5-fold CV") && stdout.contains("train→test"),
+        "{stdout}"
+    );
 
     let file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
@@ -94,7 +108,10 @@ fn regmix_linear_fit_ranks_unseen_mixtures() {
     let p: Vec<f64> = pred.iter().map(|(_, v)| *v).collect();
     let t: Vec<f64> = truth.iter().map(|(_, v)| *v).collect();
     let rho = spearman(&p, &t);
-    assert!(rho > 0.85, "ρ(predicted, true) on the 256 test runs = {rho}");
+    assert!(
+        rho > 0.85,
+        "ρ(predicted, true) on the 256 test runs = {rho}"
+    );
     assert!((rho - test_rho).abs() < 1e-9);
 }
 
@@ -141,7 +158,14 @@ fn small_pair_fits_with_weighted_target() {
     let (m, l) = small_pair(dir.path());
     let law = dir.path().join("law.json");
     fit_pair(&m, &l, &law)
-        .args(["--target", "0.5*y + 0.5*z", "--folds", "3", "--alpha", "1e-6"])
+        .args([
+            "--target",
+            "0.5*y + 0.5*z",
+            "--folds",
+            "3",
+            "--alpha",
+            "1e-6",
+        ])
         .assert()
         .success();
     let file: serde_json::Value =
@@ -166,7 +190,10 @@ fn id_missing_from_losses_is_named() {
     let (m, l) = small_pair(dir.path());
     set_line(&l, 5, "99,1.0,1.0");
     let e = fails(&mut fit_pair(&m, &l, &dir.path().join("law.json")));
-    assert!(e.contains("l.csv") && e.contains("\"3\"") && e.contains("m.csv:5"), "{e}");
+    assert!(
+        e.contains("l.csv") && e.contains("\"3\"") && e.contains("m.csv:5"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -201,7 +228,10 @@ fn non_numeric_cell_names_line_and_column() {
     let (m, l) = small_pair(dir.path());
     set_line(&m, 2, "0,abc,0.5,0.5");
     let e = fails(&mut fit_pair(&m, &l, &dir.path().join("law.json")));
-    assert!(e.contains("m.csv:2") && e.contains("column 2 (a)") && e.contains("abc"), "{e}");
+    assert!(
+        e.contains("m.csv:2") && e.contains("column 2 (a)") && e.contains("abc"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -226,7 +256,10 @@ fn predict_checks_columns_against_the_law() {
     let dir = tempfile::tempdir().unwrap();
     let (m, l) = small_pair(dir.path());
     let law = dir.path().join("law.json");
-    fit_pair(&m, &l, &law).args(["--target", "y"]).assert().success();
+    fit_pair(&m, &l, &law)
+        .args(["--target", "y"])
+        .assert()
+        .success();
     let extra = dir.path().join("extra.csv");
     std::fs::write(&extra, "index,a,b,c,d\n0,0.25,0.25,0.25,0.25\n").unwrap();
     let e = fails(
@@ -318,7 +351,11 @@ fn runs_table_fit_uses_sidecar_prior_and_predicts_runs() {
         .arg(&runs)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 11);
     assert!(text.lines().nth(1).unwrap().starts_with("r0,"));

@@ -359,3 +359,36 @@ fn torn_last_line_is_repaired_on_resume() {
     sweep_cmd(t, &cache, &runs, 3, 1).assert().success();
     assert_eq!(by_id(&data_rows(&runs)), by_id(&full));
 }
+
+#[test]
+fn demo_runs_end_to_end_and_reruns_with_other_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::write(t.join("test.toml"), TEST_PROXY).unwrap();
+    let out = t.join("demo");
+    let demo = |seed: &str| {
+        stdout_of(
+            mixopt()
+                .args([
+                    "demo", "--runs", "6", "--scale", "0.1", "--seed", seed, "--proxy",
+                ])
+                .arg(t.join("test.toml"))
+                .arg("--out")
+                .arg(&out),
+        )
+    };
+    let first = demo("0");
+    assert!(first.contains("optimized") && first.contains("uniform") && first.contains("natural"));
+    for f in [
+        "runs.csv",
+        "law.json",
+        "weights.json",
+        "cache/manifest.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    assert_eq!(data_rows(&out.join("runs.csv")).len(), 6);
+    // Another seed means another corpus and sweep: the demo starts its runs afresh.
+    let second = demo("1");
+    assert!(second.contains("0 already finished"), "{second}");
+}

@@ -70,6 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     println!("== 3/5 sweep");
     let runs = out.join("runs.csv");
+    forget_other_demo(out, &args)?;
     sweep::run(sweep::Args {
         cache: cache_dir.clone(),
         proxy: args.proxy.clone(),
@@ -95,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join("+");
 
-    println!("== 4/5 fit (linear law, target: mean loss of the learnable domains)");
+    println!("== 4/5 fit (log-linear law, target: mean loss of the learnable domains)");
     let law = out.join("law.json");
     fit::run(fit::Args {
         runs: Some(runs.clone()),
@@ -103,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         losses: None,
         id: "index".into(),
         target: target_spec.clone(),
-        law: "linear".into(),
+        law: "loglinear".into(),
         out: law.clone(),
         folds: 5,
         seed: args.seed,
@@ -155,6 +156,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         out.display()
     );
+    Ok(())
+}
+
+/// The demo owns its directory: when it last ran with other settings, its runs
+/// table belongs to another sweep, so start that afresh instead of refusing.
+fn forget_other_demo(out: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let marker = out.join("demo.json");
+    let settings = serde_json::json!({
+        "seed": args.seed, "proxy": args.proxy, "scale": args.scale,
+        "mixopt_version": crate::VERSION,
+    });
+    let previous: Option<serde_json::Value> = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    if previous.as_ref() != Some(&settings) {
+        let runs = out.join("runs.csv");
+        for path in std::iter::once(runs.clone()).chain(crate::store::meta_paths(&runs)) {
+            if path.exists() {
+                std::fs::remove_file(&path).with_context(|| path.display().to_string())?;
+            }
+        }
+    }
+    crate::mixture::write_json_atomic(&marker, &settings)?;
     Ok(())
 }
 

@@ -26,7 +26,7 @@ pub struct Args {
     /// What the law predicts: a metric name, `mean` (of all metrics), or a weighted sum like `0.7*web+0.3*code`.
     #[arg(long, default_value = "mean")]
     pub target: String,
-    /// Mixing law to fit (known: linear).
+    /// Mixing law to fit: linear (ridge on proportions) or loglinear (ridge on log proportions).
     #[arg(long, default_value = "linear")]
     pub law: String,
     /// Where to write the fitted law.

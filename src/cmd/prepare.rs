@@ -55,7 +55,13 @@ impl Args {
     fn spec(self) -> anyhow::Result<PrepareSpec> {
         let mut domains = Vec::new();
         if let Some(dir) = &self.domains_dir {
-            domains.extend(prepare::domains_in_dir(dir)?);
+            // A cache kept inside the corpus directory is not a domain.
+            let cache = std::fs::canonicalize(&self.cache).ok();
+            domains.extend(
+                prepare::domains_in_dir(dir)?
+                    .into_iter()
+                    .filter(|d| cache.is_none() || std::fs::canonicalize(&d.path).ok() != cache),
+            );
         }
         for arg in &self.domains {
             domains.push(DomainSource::parse(arg)?);

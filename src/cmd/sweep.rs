@@ -173,7 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pb.inc(1);
             if let Err(e) = outcome {
                 stop.store(true, Ordering::Relaxed);
-                first_error.get_or_insert(e.context(format!("{}", run_id(k))));
+                first_error.get_or_insert(e.context(run_id(k)));
             }
         }
     });

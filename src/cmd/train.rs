@@ -88,9 +88,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mean = report.val_losses.iter().sum::<f64>() / report.val_losses.len() as f64;
     println!("{:<20} {:>8} {:>10.4}", "mean", "", mean);
     println!(
-        "wall {:.2} s, {:.0} tokens/s",
+        "wall {:.2} s (training {:.2} s, {:.0} tokens/s; evaluation {:.2} s)",
         report.wall_s,
-        report.tokens_per_s()
+        report.train_s,
+        report.tokens_per_s(),
+        report.wall_s - report.train_s
     );
     if let Some(path) = &args.curve {
         let mut text = String::from("step,loss\n");

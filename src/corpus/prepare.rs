@@ -274,13 +274,17 @@ pub fn prepare(spec: &PrepareSpec) -> Result<PrepareReport> {
         }
     }
 
-    let bar = crate::progress::bar(
-        plans
-            .iter()
-            .map(|p| files_of(&p.files).count() as u64)
-            .sum(),
-        "tokenizing",
-    );
+    let total_bytes = plans
+        .iter()
+        .flat_map(|p| &p.sources)
+        .map(|s| s.size_bytes)
+        .sum();
+    let bar = crate::progress::bar(total_bytes, "tokenizing");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
     let abort = AtomicBool::new(false);
     let ctx = Context {
         spec,
@@ -595,7 +599,8 @@ fn tokenize_files_with(
         if ctx.abort.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        source::read_documents(path, &ctx.spec.text_field, &mut |text| {
+        let on_read = |n: u64| ctx.bar.inc(n);
+        source::read_documents_counting(path, &ctx.spec.text_field, &on_read, &mut |text| {
             let ids = ctx
                 .tokenizer
                 .encode(&text)
@@ -607,7 +612,6 @@ fn tokenize_files_with(
             on_doc_end(out.offered());
             Ok(())
         })?;
-        ctx.bar.inc(1);
     }
     Ok(Some((n_docs, n_content)))
 }

@@ -240,6 +240,18 @@ pub fn read_documents(
     text_field: &str,
     emit: &mut dyn FnMut(String) -> Result<()>,
 ) -> Result<usize> {
+    read_documents_counting(path, text_field, &|_| {}, emit)
+}
+
+/// [`read_documents`], also reporting progress: `on_read(n)` after every `n`
+/// bytes read from the file on disk (before decompression), so the calls sum to
+/// the file size once it is read to the end.
+pub fn read_documents_counting(
+    path: &Path,
+    text_field: &str,
+    on_read: &dyn Fn(u64),
+    emit: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<usize> {
     let format = Format::of(path).ok_or_else(|| {
         Error::invalid(format!(
             "{}: unsupported file type (expected {SUPPORTED})",
@@ -247,10 +259,14 @@ pub fn read_documents(
         ))
     })?;
     match format.kind {
-        Kind::Parquet => read_parquet(path, text_field, emit),
+        Kind::Parquet => {
+            let n = read_parquet(path, text_field, emit)?;
+            on_read(std::fs::metadata(path).at(path)?.len());
+            Ok(n)
+        }
         Kind::Txt => {
             let mut bytes = Vec::new();
-            open_decoded(path, format.compression)?
+            open_decoded(path, format.compression, on_read)?
                 .read_to_end(&mut bytes)
                 .at(path)?;
             let text = String::from_utf8(bytes).map_err(|e| {
@@ -267,14 +283,40 @@ pub fn read_documents(
             Ok(1)
         }
         Kind::Jsonl => {
-            let reader = BufReader::with_capacity(1 << 20, open_decoded(path, format.compression)?);
-            read_jsonl(path, reader, text_field, emit)
+            let decoded = open_decoded(path, format.compression, on_read)?;
+            read_jsonl(
+                path,
+                BufReader::with_capacity(1 << 20, decoded),
+                text_field,
+                emit,
+            )
         }
     }
 }
 
-fn open_decoded(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
-    let file = File::open(path).at(path)?;
+/// A reader that reports how many bytes pass through it.
+struct Counting<'a, R> {
+    inner: R,
+    on_read: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_read)(n as u64);
+        Ok(n)
+    }
+}
+
+fn open_decoded<'a>(
+    path: &Path,
+    compression: Compression,
+    on_read: &'a dyn Fn(u64),
+) -> Result<Box<dyn Read + 'a>> {
+    let file = Counting {
+        inner: File::open(path).at(path)?,
+        on_read,
+    };
     Ok(match compression {
         Compression::None => Box::new(file),
         // Multi-member gzip (concatenated .gz files) is common for shards.

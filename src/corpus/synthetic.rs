@@ -8,7 +8,7 @@
 //! - `code`: nested, bracketed code-like functions;
 //! - `arith`: correct sums and products;
 //! - `records`: `key=value;` records;
-//! - `noise`: uniformly random printable characters (nothing to learn).
+//! - `noise`: uniformly random CJK ideographs (nothing to learn, nothing that transfers).
 //!
 //! Deterministic for a seed.
 
@@ -177,10 +177,13 @@ fn records(rng: &mut StdRng) -> String {
     out
 }
 
+/// Uniformly random CJK ideographs: 3 UTF-8 bytes each, an alphabet no other
+/// domain uses, so training on it teaches nothing that transfers (random
+/// ASCII would at least teach the model the other domains' characters).
 fn noise(rng: &mut StdRng) -> String {
-    let n = rng.random_range(200..500);
+    let n = rng.random_range(70..170);
     (0..n)
-        .map(|_| char::from(rng.random_range(32u8..127)))
+        .map(|_| char::from_u32(rng.random_range(0x4E00u32..0x9FA6)).unwrap_or('\u{4E00}'))
         .collect()
 }
 

@@ -10,6 +10,7 @@
 
 pub mod cv;
 pub mod linear;
+pub mod loglinear;
 pub mod target;
 
 pub use cv::{cross_validate, pearson, score, spearman, CvReport, Score};
@@ -50,11 +51,18 @@ struct Entry {
 }
 
 /// The registry: one line per law.
-const LAWS: &[Entry] = &[Entry {
-    name: "linear",
-    build: linear::build,
-    load: linear::load,
-}];
+const LAWS: &[Entry] = &[
+    Entry {
+        name: "linear",
+        build: linear::build,
+        load: linear::load,
+    },
+    Entry {
+        name: "loglinear",
+        build: loglinear::build,
+        load: loglinear::load,
+    },
+];
 
 /// Names of the registered laws.
 pub fn known_laws() -> Vec<&'static str> {

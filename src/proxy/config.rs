@@ -126,7 +126,9 @@ impl ProxyConfig {
                 return Err(Error::invalid(format!("field {field} must be > 0")));
             }
         }
-        if self.d_model % self.n_heads != 0 || (self.d_model / self.n_heads) % 2 != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads)
+            || !(self.d_model / self.n_heads).is_multiple_of(2)
+        {
             return Err(Error::invalid(format!(
                 "field n_heads: d_model ({}) / n_heads ({}) must be an even integer (RoPE rotates pairs)",
                 self.d_model, self.n_heads

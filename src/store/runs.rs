@@ -265,7 +265,7 @@ fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
         )));
     }
     let rest = &h[nf..];
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return Err(bad(
             "a runs table has one w_<domain> and one loss_<domain> column per domain".into(),
         ));
