@@ -26,12 +26,22 @@ pub enum Command {
     Train(cmd::train::Args),
     /// Sample mixtures from the prior and train one proxy per mixture (resumable).
     Sweep(cmd::sweep::Args),
+    /// Merge the runs tables of a sharded sweep.
+    Merge(cmd::merge::Args),
     /// Fit a mixing law (loss as a function of proportions) to a runs table.
     Fit(cmd::fit::Args),
     /// Predict the target for mixtures with a fitted law.
     Predict(cmd::predict::Args),
     /// Find the mixture with the best predicted target.
     Optimize(cmd::optimize::Args),
+    /// Write weights into a pretraining framework's config.
+    Export(cmd::export::Args),
+    /// Write a self-contained HTML report of runs, law, weights and trajectory.
+    Report(cmd::report::Args),
+    /// Serve mixture updates to a running trainer (JSON lines or HTTP).
+    Online(cmd::online::Args),
+    /// Benchmarks that print figures (proxy training throughput vs PyTorch).
+    Bench(cmd::bench::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,8 +50,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prepare(a) => cmd::prepare::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
+        Command::Merge(a) => cmd::merge::run(a),
         Command::Fit(a) => cmd::fit::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Optimize(a) => cmd::optimize::run(a).map(|_| ()),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Report(a) => cmd::report::run(a),
+        Command::Online(a) => cmd::online::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     }
 }

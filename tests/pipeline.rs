@@ -392,3 +392,68 @@ fn demo_runs_end_to_end_and_reruns_with_other_settings() {
     let second = demo("1");
     assert!(second.contains("0 already finished"), "{second}");
 }
+
+#[test]
+fn three_shards_in_separate_processes_merge_to_the_unsharded_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    let whole = t.join("whole.csv");
+    sweep_cmd(t, &cache, &whole, 7, 2).assert().success();
+
+    let bin = assert_cmd::cargo::cargo_bin("mixopt");
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            std::process::Command::new(&bin)
+                .args(sweep_args(t, &cache, &t.join(format!("shard-{i}.csv")), 7, 1))
+                .args(["--shard", &format!("{i}/3")])
+                .env("MIXOPT_QUIET", "1")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let shard_rows: Vec<usize> = (0..3)
+        .map(|i| data_rows(&t.join(format!("shard-{i}.csv"))).len())
+        .collect();
+    assert_eq!(shard_rows, vec![3, 2, 2]);
+
+    let merged = t.join("merged.csv");
+    let mut cmd = mixopt();
+    cmd.arg("merge");
+    for i in [2, 0, 1, 0] {
+        cmd.arg(t.join(format!("shard-{i}.csv")));
+    }
+    let out = stdout_of(cmd.arg("--out").arg(&merged));
+    assert!(out.contains("7 runs (3 duplicates dropped)"), "{out}");
+    assert_eq!(by_id(&data_rows(&merged)), by_id(&data_rows(&whole)));
+    // The merged table fits like any sweep's (its sidecar carries the prior).
+    assert!(t.join("merged.csv.meta.json").exists());
+
+    // A table from another sweep configuration is refused, as is overwriting.
+    let other = t.join("other.csv");
+    let mut c = sweep_cmd(t, &cache, &other, 2, 1);
+    c.args(["--temperature", "0.9"]).assert().success();
+    let out = mixopt()
+        .arg("merge")
+        .arg(t.join("shard-0.csv"))
+        .arg(&other)
+        .arg("--out")
+        .arg(t.join("bad.csv"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("different sweep configuration"), "{err}");
+    assert!(!t.join("bad.csv").exists());
+    let out = mixopt()
+        .arg("merge")
+        .arg(t.join("shard-0.csv"))
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--force"));
+}

@@ -80,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         jobs: args.jobs,
         temperature: 0.5,
         max_repetition: 15.0,
+        shard: None,
     })?;
 
     // The target: mean validation loss over the learnable domains. The noise
@@ -126,6 +127,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         prior: None,
         maximize: false,
+        min: Vec::new(),
+        max: Vec::new(),
+        budget_tokens: None,
+        max_epochs: None,
+        cache: None,
+        available: Vec::new(),
+        kl_prior: 0.0,
+        spread_penalty: 0.0,
+        starts: 8,
     })?;
 
     println!(
@@ -151,8 +161,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             target.eval(losses)
         );
     }
+    let report_inputs = crate::report::ReportInputs {
+        runs: runs.clone(),
+        law: out.join("law.json"),
+        weights: Some(weights.clone()),
+        trajectory: None,
+    };
+    crate::report::write_report(&report_inputs, &out.join("report.html"))?;
     println!(
-        "demo finished in {:.1} s; results in {} (runs.csv, law.json, weights.json)",
+        "demo finished in {:.1} s; results in {} (runs.csv, law.json, weights.json, report.html)",
         started.elapsed().as_secs_f64(),
         out.display()
     );

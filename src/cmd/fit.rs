@@ -2,11 +2,14 @@
 //! metrics CSV joined on an id column), cross-validates the chosen law on
 //! the target, fits it on all runs, optionally scores it on a held-out test
 //! set, prints the figures and writes law.json for `predict` and `optimize`.
+//! `--law all` fits every registered law on the same folds, prints one
+//! comparison table and writes the law with the best CV Spearman ρ.
 
-use crate::law::{fit_law, FitOptions, HeldOut, Hyper, SourceFile, Target};
+use crate::law::{fit_law, known_laws, FitOptions, HeldOut, Hyper, LoadedLaw, SourceFile, Target};
 use crate::store::import::{from_runs_csv, from_two_csvs, read_sidecar_prior, RunsData};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["runs", "mixtures"])))]
@@ -26,7 +29,10 @@ pub struct Args {
     /// What the law predicts: a metric name, `mean` (of all metrics), or a weighted sum like `0.7*web+0.3*code`.
     #[arg(long, default_value = "mean")]
     pub target: String,
-    /// Mixing law to fit: linear (ridge on proportions) or loglinear (ridge on log proportions).
+    /// Mixing law to fit: linear (ridge on proportions), loglinear (ridge on
+    /// log proportions), gbdt (LightGBM-style boosted trees), dml (Data Mixing
+    /// Law c + k·exp(t·r)), ensemble (bagged gbdt with a spread), or `all`
+    /// (compare every law on the same folds; writes the best by CV ρ).
     #[arg(long, default_value = "linear")]
     pub law: String,
     /// Where to write the fitted law.
@@ -102,14 +108,17 @@ fn sources(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceFile>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let opts = FitOptions {
-        law: args.law.clone(),
-        hyper: hyper(&args)?,
-        folds: args.folds,
-        seed: args.seed,
+    let hyper = hyper(&args)?;
+    let laws: Vec<String> = if args.law == "all" {
+        if !hyper.is_empty() {
+            bail!("--law all: --param/--alpha apply to one law; fit that law on its own");
+        }
+        known_laws().into_iter().map(String::from).collect()
+    } else {
+        // Fail on a bad law name or hyperparameter before reading any data.
+        crate::law::law_by_name_with(&args.law, &hyper).context("--law")?;
+        vec![args.law.clone()]
     };
-    // Fail on a bad law name or hyperparameter before reading any data.
-    crate::law::law_by_name_with(&opts.law, &opts.hyper).context("--law")?;
     let (data, paths) = load_data(
         args.runs.as_deref(),
         args.mixtures.as_deref(),
@@ -128,42 +137,131 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let sidecar_prior = read_sidecar_prior(&paths[0])?;
 
-    let mut law = fit_law(&data, &target, &opts)
-        .with_context(|| format!("fitting {} law to {}", opts.law, data.source))?;
-    if let Some(prior) = read_sidecar_prior(&paths[0])? {
-        law.file = law
-            .file
-            .with_sidecar_prior(&prior)
-            .with_context(|| format!("prior in the sidecar of {}", paths[0].display()))?;
-    }
-    law.file.source = sources(&paths)?;
-    if let Some((test_data, test_paths)) = &test {
-        let score = law
-            .score_runs(test_data)
-            .with_context(|| format!("scoring on {}", test_data.source))?;
-        law.file.test = Some(HeldOut {
-            score,
-            source: sources(test_paths)?,
-        });
+    let mut fitted: Vec<(LoadedLaw, f64)> = Vec::new();
+    for name in &laws {
+        let opts = FitOptions {
+            law: name.clone(),
+            hyper: hyper.clone(),
+            folds: args.folds,
+            seed: args.seed,
+        };
+        let started = Instant::now();
+        let mut law = fit_law(&data, &target, &opts)
+            .with_context(|| format!("fitting {name} law to {}", data.source))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(prior) = &sidecar_prior {
+            law.file = law
+                .file
+                .with_sidecar_prior(prior)
+                .with_context(|| format!("prior in the sidecar of {}", paths[0].display()))?;
+        }
+        law.file.source = sources(&paths)?;
+        if let Some((test_data, test_paths)) = &test {
+            let score = law
+                .score_runs(test_data)
+                .with_context(|| format!("scoring on {}", test_data.source))?;
+            law.file.test = Some(HeldOut {
+                score,
+                source: sources(test_paths)?,
+            });
+        }
+        fitted.push((law, seconds));
     }
 
-    let f = &law.file;
-    println!(
-        "law {} on {} runs × {} domains, target {}  (spearman ρ and pearson r ×100)",
-        f.kind,
-        f.n_runs,
-        f.domains.len(),
-        f.target
-    );
-    let cv = f.cv.score();
-    println!("{}", line(&format!("{}-fold CV", f.cv.k), &cv));
-    if let Some(t) = &f.test {
-        println!("{}", line("train→test", &t.score));
+    let f0 = &fitted[0].0.file;
+    if fitted.len() == 1 {
+        let f = f0;
+        println!(
+            "law {} on {} runs × {} domains, target {}  (spearman ρ and pearson r ×100)",
+            f.kind,
+            f.n_runs,
+            f.domains.len(),
+            f.target
+        );
+        println!("{}", line(&format!("{}-fold CV", f.cv.k), &f.cv.score()));
+        if let Some(t) = &f.test {
+            println!("{}", line("train→test", &t.score));
+        }
+        println!(
+            "  fit time     {:.2} s ({} CV fits + 1 on all runs; {:.2} s per fit)",
+            fitted[0].1,
+            f.cv.k,
+            fitted[0].1 / (f.cv.k + 1) as f64
+        );
+    } else {
+        println!(
+            "{} laws on {} runs × {} domains, target {}, {}-fold CV on the same folds (ρ, r ×100)",
+            fitted.len(),
+            f0.n_runs,
+            f0.domains.len(),
+            f0.target,
+            f0.cv.k
+        );
+        print!(
+            "{:<10} {:>7} {:>7} {:>10} {:>9}",
+            "law", "cv ρ", "cv r", "cv mse", "cv mae"
+        );
+        if test.is_some() {
+            print!(
+                " {:>8} {:>8} {:>10} {:>9}",
+                "test ρ", "test r", "test mse", "test mae"
+            );
+        }
+        println!(" {:>8} {:>8}", "time s", "per fit");
+        for (law, seconds) in &fitted {
+            let f = &law.file;
+            print!(
+                "{:<10} {:>7.2} {:>7.2} {:>10.6} {:>9.6}",
+                f.kind,
+                100.0 * f.cv.spearman,
+                100.0 * f.cv.pearson,
+                f.cv.mse,
+                f.cv.mae
+            );
+            if let Some(t) = &f.test {
+                let s = t.score;
+                print!(
+                    " {:>8.2} {:>8.2} {:>10.6} {:>9.6}",
+                    100.0 * s.spearman,
+                    100.0 * s.pearson,
+                    s.mse,
+                    s.mae
+                );
+            }
+            println!(" {seconds:>8.2} {:>8.3}", seconds / (f.cv.k + 1) as f64);
+        }
     }
-    f.save(&args.out)
+    // The law written: the only one, or the best by CV ρ (never by test ρ,
+    // which would leak the held-out runs into the choice).
+    let best = fitted
+        .into_iter()
+        .max_by(|a, b| {
+            let key = |l: &LoadedLaw| {
+                let r = l.file.cv.spearman;
+                if r.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    r
+                }
+            };
+            key(&a.0).total_cmp(&key(&b.0))
+        })
+        .map(|(l, _)| l)
+        .context("no law fitted")?;
+    best.file
+        .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    println!("wrote {}", args.out.display());
+    if laws.len() > 1 {
+        println!(
+            "wrote {} (law {}, best CV ρ)",
+            args.out.display(),
+            best.file.kind
+        );
+    } else {
+        println!("wrote {}", args.out.display());
+    }
     Ok(())
 }
 

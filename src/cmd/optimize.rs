@@ -1,13 +1,17 @@
-//! `mixopt optimize`: find the mixture a fitted law predicts is best and write
-//! weights.json, printed beside the uniform and natural mixtures.
+//! `mixopt optimize`: find the mixture a fitted law predicts is best under
+//! the requested constraints (min/max weights, repetition limits for a token
+//! budget, closeness to the prior) and write weights.json, printed beside the
+//! uniform and natural mixtures.
 
+use crate::corpus::cache::TokenCache;
 use crate::law::LawFile;
 use crate::mixture::{write_json_atomic, Mixture};
+use crate::optimize::exact::Exact;
 use crate::optimize::simulate::Simulate;
-use crate::optimize::{ProposeContext, Proposer};
-use anyhow::Context;
+use crate::optimize::{ConstraintSpec, ProposeContext, Proposer};
+use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -17,7 +21,8 @@ pub struct Args {
     /// Where to write the optimized weights.
     #[arg(long, default_value = "weights.json")]
     pub out: PathBuf,
-    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples).
+    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples)
+    /// or `exact` (mirror descent + pairwise search on the law, multi-start).
     #[arg(long, default_value = "simulate")]
     pub proposer: String,
     /// Candidates the simulation scores.
@@ -35,6 +40,95 @@ pub struct Args {
     /// Maximize the target instead of minimizing it (e.g. an accuracy).
     #[arg(long)]
     pub maximize: bool,
+    /// Lower bound on a domain's weight, repeatable: `--min code=0.1`.
+    #[arg(long = "min", value_name = "NAME=W")]
+    pub min: Vec<String>,
+    /// Upper bound on a domain's weight, repeatable: `--max web=0.5`.
+    #[arg(long = "max", value_name = "NAME=W")]
+    pub max: Vec<String>,
+    /// Tokens the real training run will use; with --max-epochs caps each
+    /// domain at available_tokens × max_epochs / budget.
+    #[arg(long, requires = "max_epochs")]
+    pub budget_tokens: Option<f64>,
+    /// Epochs allowed over each domain's available tokens (with --budget-tokens).
+    #[arg(long, requires = "budget_tokens")]
+    pub max_epochs: Option<f64>,
+    /// Token cache whose manifest gives each domain's available training tokens.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Available tokens of a domain, repeatable (`--available web=2e9`);
+    /// overrides --cache for that domain.
+    #[arg(long = "available", value_name = "NAME=TOKENS")]
+    pub available: Vec<String>,
+    /// λ: add λ·KL(w‖prior) to the objective to stay near the prior.
+    #[arg(long, default_value_t = 0.0)]
+    pub kl_prior: f64,
+    /// β: add β·spread to the objective (laws with an uncertainty estimate,
+    /// i.e. `ensemble`), to stay where the law is trustworthy.
+    #[arg(long, default_value_t = 0.0)]
+    pub spread_penalty: f64,
+    /// Starting points of the exact proposer.
+    #[arg(long, default_value_t = 8)]
+    pub starts: usize,
+}
+
+/// `NAME=NUMBER` pairs of a repeatable flag.
+fn pairs(flag: &str, items: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
+    items
+        .iter()
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .with_context(|| format!("{flag} {s:?}: expected NAME=NUMBER"))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .with_context(|| format!("{flag} {s:?}: {:?} is not a number", v.trim()))?;
+            Ok((k.trim().to_string(), v))
+        })
+        .collect()
+}
+
+/// Each law domain's available tokens, from --cache and/or --available.
+fn available_tokens(
+    domains: &[String],
+    cache: Option<&Path>,
+    given: &[(String, f64)],
+) -> anyhow::Result<Vec<f64>> {
+    let mut avail: Vec<Option<f64>> = vec![None; domains.len()];
+    if let Some(dir) = cache {
+        let cache = TokenCache::open(dir).with_context(|| format!("--cache {}", dir.display()))?;
+        for (name, n) in cache.domains().iter().zip(cache.n_train_tokens()) {
+            if let Some(i) = domains.iter().position(|d| d == name) {
+                avail[i] = Some(n as f64);
+            }
+        }
+    }
+    for (name, n) in given {
+        let i = domains.iter().position(|d| d == name).with_context(|| {
+            format!(
+                "--available {name}: unknown domain (the law's domains: {})",
+                domains.join(", ")
+            )
+        })?;
+        if !(n.is_finite() && *n >= 0.0) {
+            bail!("--available {name}={n}: tokens must be a number ≥ 0");
+        }
+        avail[i] = Some(*n);
+    }
+    let missing: Vec<&str> = domains
+        .iter()
+        .zip(&avail)
+        .filter(|(_, a)| a.is_none())
+        .map(|(d, _)| d.as_str())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--budget-tokens: no available-token count for {} (give --cache DIR or --available NAME=TOKENS)",
+            missing.join(", ")
+        );
+    }
+    Ok(avail.into_iter().map(|a| a.unwrap_or(0.0)).collect())
 }
 
 /// The optimized mixture plus the reference mixtures it is compared against.
@@ -43,6 +137,8 @@ pub struct Outcome {
     pub predicted: f64,
     pub uniform: (Mixture, f64),
     pub natural: (Mixture, f64),
+    /// The law's spread at the optimum (ensemble laws only).
+    pub spread: Option<f64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Outcome> {
@@ -61,13 +157,45 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             top_k: args.top_k,
             ..Simulate::default()
         }),
-        other => anyhow::bail!("--proposer {other:?}: unknown (known: simulate)"),
+        "exact" => Box::new(Exact {
+            starts: args.starts,
+            ..Exact::default()
+        }),
+        other => bail!("--proposer {other:?}: unknown (known: simulate, exact)"),
     };
+    for (flag, v) in [
+        ("--kl-prior", args.kl_prior),
+        ("--spread-penalty", args.spread_penalty),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{flag} {v}: must be a number ≥ 0");
+        }
+    }
+    let mut spec = ConstraintSpec {
+        min: pairs("--min", &args.min)?,
+        max: pairs("--max", &args.max)?,
+        budget_tokens: args.budget_tokens,
+        max_epochs: args.max_epochs,
+        available_tokens: None,
+    };
+    if args.budget_tokens.is_some() {
+        spec.available_tokens = Some(available_tokens(
+            &domains,
+            args.cache.as_deref(),
+            &pairs("--available", &args.available)?,
+        )?);
+    } else if args.cache.is_some() || !args.available.is_empty() {
+        bail!("--cache/--available give available tokens for --budget-tokens and --max-epochs; add those");
+    }
+    let bounds = spec.check(&domains)?;
     let ctx = ProposeContext {
         domains: &domains,
         prior: &natural,
         seed: args.seed,
         maximize: args.maximize,
+        bounds: &bounds,
+        kl_weight: args.kl_prior,
+        spread_weight: args.spread_penalty,
     };
     let pb = crate::progress::bar(1, "optimize");
     let proposal = proposer.propose(law.as_ref(), &ctx)?;
@@ -75,6 +203,16 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let uniform = Mixture::uniform(domains.clone())?;
     let pred_uniform = law.predict(uniform.weights());
     let pred_natural = law.predict(natural.weights());
+    let spread = law.predict_spread(proposal.mixture.weights());
+    let constraints: Vec<serde_json::Value> = domains
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bounds.lo[*i] > 0.0 || bounds.hi[*i] < 1.0)
+        .map(|(i, d)| {
+            serde_json::json!({"domain": d, "min": bounds.lo[i], "max": bounds.hi[i],
+                               "max_from": bounds.hi_reason[i]})
+        })
+        .collect();
 
     let law_bytes = std::fs::read(&args.law).with_context(|| args.law.display().to_string())?;
     let provenance = serde_json::json!({
@@ -85,6 +223,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         "prior": natural.to_map(),
         "predicted_uniform": pred_uniform,
         "predicted_natural": pred_natural,
+        "spread": spread,
+        "constraints": constraints,
+        "kl_prior": args.kl_prior,
+        "spread_penalty": args.spread_penalty,
+        "budget_tokens": args.budget_tokens,
+        "max_epochs": args.max_epochs,
         "search": proposal.details,
         "mixopt_version": crate::VERSION,
     });
@@ -121,11 +265,20 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         "{:<28} {:>10.4} {:>10.4} {:>10.4}",
         "predicted target", proposal.predicted, pred_uniform, pred_natural
     );
+    if let Some(s) = spread {
+        let su = law.predict_spread(uniform.weights()).unwrap_or(f64::NAN);
+        let sn = law.predict_spread(natural.weights()).unwrap_or(f64::NAN);
+        println!(
+            "{:<28} {:>10.4} {:>10.4} {:>10.4}",
+            "spread (ensemble std)", s, su, sn
+        );
+    }
     println!("wrote {}", args.out.display());
     Ok(Outcome {
         optimized: proposal.mixture,
         predicted: proposal.predicted,
         uniform: (uniform, pred_uniform),
         natural: (natural, pred_natural),
+        spread,
     })
 }

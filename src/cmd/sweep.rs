@@ -42,6 +42,38 @@ pub struct Args {
     /// At most this many epochs of any domain (RegMix's r_max).
     #[arg(long, default_value_t = 15.0)]
     pub max_repetition: f64,
+    /// Run only shard I of N (0-based; run k belongs to shard k mod N). Every
+    /// shard samples the same mixtures; give each its own --out and combine
+    /// them with `mixopt merge`.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+}
+
+/// One shard of a sweep: runs `k` with `k % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub fn owns(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+/// `"I/N"` with 0 ≤ I < N (0-based, like Slurm's `--array=0-…` and Kubernetes'
+/// JOB_COMPLETION_INDEX).
+pub fn parse_shard(arg: &str) -> Result<Shard, String> {
+    let (i, n) = arg
+        .split_once('/')
+        .ok_or_else(|| format!("expected I/N (e.g. 0/4), got {arg:?}"))?;
+    let index: usize = i.trim().parse().map_err(|_| format!("shard index {i:?} is not a number"))?;
+    let count: usize = n.trim().parse().map_err(|_| format!("shard count {n:?} is not a number"))?;
+    if count == 0 || index >= count {
+        return Err(format!("shard {arg:?}: need 0 <= I < N (I is 0-based)"));
+    }
+    Ok(Shard { index, count })
 }
 
 /// Everything that determines a sweep's results; its hash guards resumption.
@@ -117,19 +149,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "runs": args.runs,
             "temperature": args.temperature,
             "max_repetition": args.max_repetition,
+            "shard": args.shard.map(|s| format!("{}/{}", s.index, s.count)),
             "mixopt_version": crate::VERSION,
         }),
     )?;
     let finished: HashSet<&str> = done.iter().map(|r| r.run_id.as_str()).collect();
-    let todo: Vec<usize> = (0..args.runs)
+    let mine: Vec<usize> = (0..args.runs)
+        .filter(|k| args.shard.is_none_or(|s| s.owns(*k)))
+        .collect();
+    let todo: Vec<usize> = mine
+        .iter()
+        .copied()
         .filter(|k| !finished.contains(run_id(*k).as_str()))
         .collect();
+    let shard_note = args
+        .shard
+        .map(|s| format!(" (shard {}/{}: {} of them)", s.index, s.count, mine.len()))
+        .unwrap_or_default();
     println!(
-        "sweep: {} runs of proxy {} ({} tokens each), {} already finished, {} to train on {jobs} worker(s) -> {}",
+        "sweep: {} runs{shard_note} of proxy {} ({} tokens each), {} already finished, {} to train on {jobs} worker(s) -> {}",
         args.runs,
         cfg.name,
         cfg.n_tokens(),
-        args.runs - todo.len(),
+        mine.len() - todo.len(),
         todo.len(),
         args.out.display()
     );
@@ -213,6 +255,17 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_partition_the_runs() {
+        let shards: Vec<Shard> = (0..3).map(|i| parse_shard(&format!("{i}/3")).unwrap()).collect();
+        for k in 0..30 {
+            assert_eq!(shards.iter().filter(|s| s.owns(k)).count(), 1);
+        }
+        for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn run_seeds_differ_and_are_stable() {

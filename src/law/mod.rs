@@ -9,6 +9,9 @@
 //! `params` it wrote.
 
 pub mod cv;
+pub mod dml;
+pub mod ensemble;
+pub mod gbdt;
 pub mod linear;
 pub mod loglinear;
 pub mod target;
@@ -40,6 +43,16 @@ pub trait FittedLaw: Send + Sync {
     fn predict(&self, x: &[f64]) -> f64;
     /// Everything needed to rebuild it (stored as law.json's `params`).
     fn params(&self) -> serde_json::Value;
+    /// Spread (standard deviation across members) of the prediction, for
+    /// laws that carry an uncertainty estimate (`ensemble`); None otherwise.
+    fn predict_spread(&self, _x: &[f64]) -> Option<f64> {
+        None
+    }
+    /// Predict many mixtures at once (same results as `predict` row by row);
+    /// laws with a faster batched evaluation (trees) override it.
+    fn predict_batch(&self, rows: &[Vec<f64>]) -> Vec<f64> {
+        rows.iter().map(|r| self.predict(r)).collect()
+    }
 }
 
 /// One registered law: its name, constructor, and loader from stored params
@@ -61,6 +74,21 @@ const LAWS: &[Entry] = &[
         name: "loglinear",
         build: loglinear::build,
         load: loglinear::load,
+    },
+    Entry {
+        name: "gbdt",
+        build: gbdt::build,
+        load: gbdt::load,
+    },
+    Entry {
+        name: "dml",
+        build: dml::build,
+        load: dml::load,
+    },
+    Entry {
+        name: "ensemble",
+        build: ensemble::build,
+        load: ensemble::load,
     },
 ];
 

@@ -132,6 +132,31 @@ impl PriorSampler {
     /// The next `n` accepted candidates. The sequence depends only on the seed:
     /// the first k of `sample(n)` equal `sample(k)` for the same seed.
     pub fn sample(&mut self, n: usize) -> Result<Vec<Mixture>> {
+        let dedup = self.cfg.dedup_l1;
+        let rows = self.draw(n, |x, kept| {
+            dedup > 0.0
+                && kept.iter().any(|y| {
+                    x.iter().zip(y).map(|(a, b)| (a - b).abs()).sum::<f64>() <= dedup
+                })
+        })?;
+        let domains = self.prior.domains().to_vec();
+        rows.into_iter()
+            .map(|w| Mixture::new(domains.clone(), w))
+            .collect()
+    }
+
+    /// Candidates as raw weight rows (no dedup check, no `Mixture` per row):
+    /// the simulation proposer scores up to millions of these.
+    pub fn sample_rows(&mut self, n: usize) -> Result<Vec<Vec<f64>>> {
+        self.draw(n, |_, _| false)
+    }
+
+    /// Draw until `n` candidates are accepted and not `rejected(candidate, kept)`.
+    fn draw(
+        &mut self,
+        n: usize,
+        rejected: impl Fn(&[f64], &[Vec<f64>]) -> bool,
+    ) -> Result<Vec<Vec<f64>>> {
         let mut out: Vec<Vec<f64>> = Vec::with_capacity(n);
         let max_tries = 10_000 + n.saturating_mul(2_000);
         let mut tries = 0usize;
@@ -146,36 +171,7 @@ impl PriorSampler {
                 )));
             }
             let Some(x) = self.try_one() else { continue };
-            if self.cfg.dedup_l1 > 0.0
-                && out.iter().any(|y| {
-                    x.iter().zip(y).map(|(a, b)| (a - b).abs()).sum::<f64>() <= self.cfg.dedup_l1
-                })
-            {
-                continue;
-            }
-            out.push(x);
-        }
-        let domains = self.prior.domains().to_vec();
-        out.into_iter()
-            .map(|w| Mixture::new(domains.clone(), w))
-            .collect()
-    }
-
-    /// Candidates as raw weight rows (no dedup check, no `Mixture` per row):
-    /// the simulation proposer scores up to millions of these.
-    pub fn sample_rows(&mut self, n: usize) -> Result<Vec<Vec<f64>>> {
-        let mut out = Vec::with_capacity(n);
-        let max_tries = 10_000 + n.saturating_mul(2_000);
-        let mut tries = 0usize;
-        while out.len() < n {
-            tries += 1;
-            if tries > max_tries {
-                return Err(Error::invalid(format!(
-                    "prior sampler accepted only {} of {n} candidates after {max_tries} draws",
-                    out.len()
-                )));
-            }
-            if let Some(x) = self.try_one() {
+            if !rejected(&x, &out) {
                 out.push(x);
             }
         }

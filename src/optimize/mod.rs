@@ -1,8 +1,16 @@
 //! Optimize: turn a fitted mixing law into the mixture it predicts is best.
 //! `Proposer` is the seam (one implementation per file); `simulate` is RegMix's
-//! proposer: score many prior samples, average the top-k.
+//! proposer: score many prior samples, average the top-k; `exact` minimizes
+//! the law directly (mirror descent + pairwise-transfer search, multi-start).
+//! Both minimize the same `Objective` (law, optional KL to the prior, optional
+//! ensemble spread) inside the same `Bounds` (min/max weights, repetition
+//! limits), from `constraints`.
 
+pub mod constraints;
+pub mod exact;
 pub mod simulate;
+
+pub use constraints::{Bounds, ConstraintSpec, Objective};
 
 use crate::error::Result;
 use crate::law::FittedLaw;
@@ -17,6 +25,22 @@ pub struct ProposeContext<'a> {
     pub seed: u64,
     /// Maximize the target instead of minimizing it (e.g. a downstream score).
     pub maximize: bool,
+    /// Where the mixture may lie (`Bounds::simplex` for no constraint).
+    pub bounds: &'a Bounds,
+    /// λ in + λ·KL(w‖prior): stay near the prior (0 = off).
+    pub kl_weight: f64,
+    /// β in + β·spread(w) for laws with an uncertainty estimate (0 = off).
+    pub spread_weight: f64,
+}
+
+impl ProposeContext<'_> {
+    /// The objective this context asks proposers to minimize.
+    pub fn objective<'l>(&self, law: &'l dyn FittedLaw) -> Result<Objective<'l>> {
+        let mut o = Objective::new(law, self.maximize, &self.prior.align(self.domains)?);
+        o.kl_weight = self.kl_weight;
+        o.spread_weight = self.spread_weight;
+        Ok(o)
+    }
 }
 
 /// A proposed mixture and the law's prediction for it.

@@ -2,7 +2,7 @@
 //! predict each with the law, average the best `top_k` (averaging smooths the
 //! law's noise and keeps the answer inside the region the sweep explored).
 
-use super::{Proposal, ProposeContext, Proposer};
+use super::{Objective, Proposal, ProposeContext, Proposer};
 use crate::error::{Error, Result};
 use crate::law::FittedLaw;
 use crate::mixture::sampler::{PriorSampler, SamplerConfig};
@@ -30,6 +30,65 @@ impl Default for Simulate {
     }
 }
 
+/// Candidates are drawn in this many chunks, each from its own sampler
+/// seeded by (seed, chunk), so the answer does not depend on the number of
+/// threads that score them.
+const CHUNKS: usize = 8;
+/// Rows sampled and scored at a time within a chunk (bounds memory).
+const BATCH: usize = 8192;
+
+/// The best `k` (score, weights) of one chunk, best first.
+type TopK = Vec<(f64, Vec<f64>)>;
+
+fn push_top(top: &mut TopK, k: usize, score: f64, row: &[f64]) {
+    if top.len() == k && score >= top[k - 1].0 {
+        return;
+    }
+    let at = top.partition_point(|(s, _)| *s <= score);
+    top.insert(at, (score, row.to_vec()));
+    top.truncate(k);
+}
+
+impl Simulate {
+    fn chunk(
+        &self,
+        obj: &Objective,
+        ctx: &ProposeContext,
+        prior: &Mixture,
+        chunk: usize,
+        n: usize,
+    ) -> Result<TopK> {
+        let seed = ctx
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(chunk as u64);
+        let mut sampler = PriorSampler::new(prior, self.sampler.clone(), seed)?;
+        let constrained = !ctx.bounds.is_simplex();
+        let mut top = TopK::with_capacity(self.top_k + 1);
+        let mut left = n;
+        while left > 0 {
+            let rows = sampler.sample_rows(left.min(BATCH))?;
+            left -= rows.len();
+            // Candidates outside the bounds are moved to the nearest
+            // feasible mixture (a no-op for feasible ones).
+            let rows: Vec<Vec<f64>> = if constrained {
+                rows.iter().map(|r| ctx.bounds.project(r)).collect()
+            } else {
+                rows
+            };
+            for (s, row) in obj.values(&rows).into_iter().zip(&rows) {
+                if !s.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "the law predicts {s} for a candidate mixture"
+                    )));
+                }
+                push_top(&mut top, self.top_k, s, row);
+            }
+        }
+        Ok(top)
+    }
+}
+
 impl Proposer for Simulate {
     fn name(&self) -> &'static str {
         "simulate"
@@ -43,29 +102,55 @@ impl Proposer for Simulate {
             )));
         }
         let prior = ctx.prior.align(ctx.domains)?;
-        let mut sampler = PriorSampler::new(&prior, self.sampler.clone(), ctx.seed)?;
-        let rows = sampler.sample_rows(self.n_candidates)?;
-        let sign = if ctx.maximize { -1.0 } else { 1.0 };
-        let mut scored: Vec<(f64, usize)> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (sign * law.predict(r), i))
+        let obj = ctx.objective(law)?;
+        let sizes: Vec<usize> = (0..CHUNKS)
+            .map(|c| (c + 1) * self.n_candidates / CHUNKS - c * self.n_candidates / CHUNKS)
             .collect();
-        if let Some((s, _)) = scored.iter().find(|(s, _)| !s.is_finite()) {
-            return Err(Error::invalid(format!(
-                "the law predicts {s} for a candidate mixture"
-            )));
+        let threads = std::thread::available_parallelism()
+            .map(|t| t.get())
+            .unwrap_or(1)
+            .clamp(1, CHUNKS);
+        let mut results: Vec<Option<Result<TopK>>> = (0..CHUNKS).map(|_| None).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (obj, prior, sizes) = (&obj, &prior, &sizes);
+                    s.spawn(move || {
+                        (t..CHUNKS)
+                            .step_by(threads)
+                            .map(|c| (c, self.chunk(obj, ctx, prior, c, sizes[c])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                if let Ok(done) = h.join() {
+                    for (c, r) in done {
+                        results[c] = Some(r);
+                    }
+                }
+            }
+        });
+        let mut all = TopK::new();
+        for r in results {
+            let top = r.unwrap_or_else(|| Err(Error::invalid("a simulation thread failed")))?;
+            for (score, row) in top {
+                push_top(&mut all, self.top_k, score, &row);
+            }
         }
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let k = self.top_k;
+        let k = all.len();
         let mut avg = vec![0.0; ctx.domains.len()];
-        for (_, i) in &scored[..k] {
-            for (a, w) in avg.iter_mut().zip(&rows[*i]) {
+        for (_, row) in &all {
+            for (a, w) in avg.iter_mut().zip(row) {
                 *a += w / k as f64;
             }
         }
+        // The average of feasible mixtures is feasible (the bounds are convex);
+        // projecting only removes rounding.
+        let avg = ctx.bounds.project(&avg);
         let mixture = Mixture::new(ctx.domains.to_vec(), avg)?;
         let predicted = law.predict(mixture.weights());
+        let objective = obj.value(mixture.weights());
         Ok(Proposal {
             mixture,
             predicted,
@@ -73,8 +158,10 @@ impl Proposer for Simulate {
                 "proposer": "simulate",
                 "n_candidates": self.n_candidates,
                 "top_k": k,
-                "best_candidate_predicted": sign * scored[0].0,
-                "kth_candidate_predicted": sign * scored[k - 1].0,
+                "objective": objective,
+                "best_candidate_objective": all[0].0,
+                "kth_candidate_objective": all[k - 1].0,
+                "best_candidate_predicted": law.predict(&all[0].1),
             }),
         })
     }
@@ -99,11 +186,15 @@ mod tests {
     fn moves_weight_toward_what_the_law_prefers() {
         let prior = Mixture::parse_spec("a=0.2,b=0.4,c=0.4").unwrap();
         let domains = prior.domains().to_vec();
+        let bounds = super::super::Bounds::simplex(&domains);
         let ctx = ProposeContext {
             domains: &domains,
             prior: &prior,
             seed: 3,
             maximize: false,
+            bounds: &bounds,
+            kl_weight: 0.0,
+            spread_weight: 0.0,
         };
         let sim = Simulate {
             n_candidates: 5_000,

@@ -2,13 +2,18 @@
 //! an AdamW step (our own warmup/cosine schedule and global-norm clipping —
 //! candle's AdamW has neither), then evaluate mean token loss on every domain's
 //! fixed validation windows.
+//!
+//! A scheduled run (`train_proxy_controlled`) hands a [`MixtureController`]
+//! each step's per-domain batch losses and tokens seen, lets it measure
+//! validation losses, and switches the sampling mixture when it says so. Static
+//! runs take the original code path, so they stay bit-identical for a seed.
 
 use super::config::ProxyConfig;
 use super::model::ProxyModel;
 use crate::corpus::cache::{TokenCache, TokenView};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
@@ -66,18 +71,47 @@ struct Batcher<'a> {
     domain_dist: WeightedIndex<f64>,
     rng: StdRng,
     window: usize,
+    /// The domain of each row of the last batch.
+    row_domains: Vec<usize>,
 }
 
 impl Batcher<'_> {
     fn next_batch(&mut self, batch_size: usize, buf: &mut Vec<u32>) {
         buf.resize(batch_size * self.window, 0);
+        self.row_domains.clear();
         for row in buf.chunks_mut(self.window) {
             let d = self.domain_dist.sample(&mut self.rng);
             let view = self.views[d];
             let start = self.rng.random_range(0..=view.len() - self.window);
             view.copy_to(start, row);
+            self.row_domains.push(d);
         }
     }
+}
+
+/// What a [`MixtureController`] sees after each optimizer step.
+#[derive(Debug)]
+pub struct StepInfo<'a> {
+    /// 0-based step just taken.
+    pub step: usize,
+    pub n_steps: usize,
+    /// Mean token loss of this step's rows from each domain (`None`: no row).
+    pub batch_losses: &'a [Option<f64>],
+    /// Training tokens drawn from each domain so far (inputs, `seq_len` per row).
+    pub tokens_seen: &'a [u64],
+}
+
+/// Changes the sampling mixture of a proxy run between steps (an online
+/// mixing policy, in `mixopt train --schedule`).
+pub trait MixtureController {
+    /// Called after every optimizer step. `eval(n)` measures every domain's
+    /// validation loss now on `n` evenly spaced windows per domain. A returned
+    /// mixture (over the cache's domains) is sampled from the next step on.
+    fn after_step(
+        &mut self,
+        info: &StepInfo,
+        eval: &mut dyn FnMut(usize) -> Result<Vec<f64>>,
+    ) -> Result<Option<Mixture>>;
 }
 
 /// Start offsets of `n` evenly spaced windows of `window` tokens in `len` tokens
@@ -101,12 +135,23 @@ pub fn evaluate(
     cache: &TokenCache,
     device: &Device,
 ) -> Result<Vec<f64>> {
+    evaluate_windows(model, cfg, cache, device, cfg.eval_windows)
+}
+
+/// As [`evaluate`] with `n_windows` windows per domain instead of the preset's.
+pub fn evaluate_windows(
+    model: &ProxyModel,
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    device: &Device,
+    n_windows: usize,
+) -> Result<Vec<f64>> {
     let window = cfg.seq_len + 1;
     let mut out = Vec::with_capacity(cache.domains().len());
     let mut buf = Vec::new();
     for (d, name) in cache.domains().iter().enumerate() {
         let view = cache.val(d);
-        let offsets = eval_offsets(view.len(), window, cfg.eval_windows);
+        let offsets = eval_offsets(view.len(), window, n_windows.max(1));
         if offsets.is_empty() {
             return Err(Error::invalid(format!(
                 "domain {name:?}: validation split has {} tokens, fewer than one window of {window}",
@@ -150,11 +195,26 @@ pub fn train_proxy_with(
     cache: &TokenCache,
     mixture: &Mixture,
     opts: &TrainOptions,
-    mut on_step: impl FnMut(usize),
+    on_step: impl FnMut(usize),
 ) -> Result<TrainReport> {
-    let started = Instant::now();
-    let mixture = mixture.align(cache.domains())?;
-    let window = cfg.seq_len + 1;
+    train_loop(cfg, cache, mixture, opts, on_step, None)
+}
+
+/// A scheduled run: `mixture` is the starting mixture and `controller` may
+/// replace it after any step.
+pub fn train_proxy_controlled(
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    mixture: &Mixture,
+    opts: &TrainOptions,
+    controller: &mut dyn MixtureController,
+    on_step: impl FnMut(usize),
+) -> Result<TrainReport> {
+    train_loop(cfg, cache, mixture, opts, on_step, Some(controller))
+}
+
+/// Every domain with weight > 0 must hold at least one training window.
+fn check_trainable(cache: &TokenCache, mixture: &Mixture, window: usize) -> Result<()> {
     for (d, (name, w)) in mixture.iter().enumerate() {
         if w > 0.0 && cache.train(d).len() < window {
             return Err(Error::invalid(format!(
@@ -163,6 +223,37 @@ pub fn train_proxy_with(
             )));
         }
     }
+    Ok(())
+}
+
+/// Mean next-token loss of the batch (for backward) and of each row, computed
+/// from the logits (the same cross-entropy as `ProxyModel::loss`, kept per row).
+fn loss_per_row(model: &ProxyModel, ids: &Tensor) -> Result<(Tensor, Vec<f32>)> {
+    let (b, t1) = ids.dims2()?;
+    let t = t1 - 1;
+    let inputs = ids.narrow(1, 0, t)?;
+    let targets = ids.narrow(1, 1, t)?;
+    let logits = model.forward(&inputs)?;
+    let v = logits.dim(D::Minus1)?;
+    let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v))?, D::Minus1)?;
+    let nll = logp.gather(&targets.reshape((b * t, 1))?, 1)?.neg()?;
+    let loss = nll.mean_all()?;
+    let rows: Vec<f32> = nll.reshape((b, t))?.mean(1)?.to_vec1()?;
+    Ok((loss, rows))
+}
+
+fn train_loop(
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    mixture: &Mixture,
+    opts: &TrainOptions,
+    mut on_step: impl FnMut(usize),
+    mut controller: Option<&mut dyn MixtureController>,
+) -> Result<TrainReport> {
+    let started = Instant::now();
+    let mixture = mixture.align(cache.domains())?;
+    let window = cfg.seq_len + 1;
+    check_trainable(cache, &mixture, window)?;
     let domain_dist = WeightedIndex::new(mixture.weights())
         .map_err(|e| Error::invalid(format!("mixture {}: {e}", mixture.to_spec())))?;
     // Separate streams so changing the data order never changes the initialization.
@@ -173,7 +264,13 @@ pub fn train_proxy_with(
         domain_dist,
         rng: StdRng::seed_from_u64(data_seed),
         window,
+        row_domains: Vec::with_capacity(cfg.batch_size),
     };
+    let n_domains = cache.domains().len();
+    let mut tokens_seen = vec![0u64; n_domains];
+    let mut sums = vec![0.0f64; n_domains];
+    let mut counts = vec![0usize; n_domains];
+    let mut batch_losses: Vec<Option<f64>> = vec![None; n_domains];
     let device = &opts.device;
     let (model, params) = ProxyModel::new(cfg, cache.vocab_size(), init_seed, device)?;
     let (decay, no_decay): (Vec<_>, Vec<_>) = params.vars.iter().partition(|(_, _, wd)| *wd);
@@ -198,7 +295,22 @@ pub fn train_proxy_with(
     for step in 0..cfg.n_steps {
         batcher.next_batch(cfg.batch_size, &mut buf);
         let ids = Tensor::from_slice(&buf, (cfg.batch_size, window), device)?;
-        let loss = model.loss(&ids)?;
+        let loss = if controller.is_some() {
+            let (loss, rows) = loss_per_row(&model, &ids)?;
+            sums.iter_mut().for_each(|s| *s = 0.0);
+            counts.iter_mut().for_each(|c| *c = 0);
+            for (&d, &l) in batcher.row_domains.iter().zip(&rows) {
+                sums[d] += l as f64;
+                counts[d] += 1;
+                tokens_seen[d] += cfg.seq_len as u64;
+            }
+            for d in 0..n_domains {
+                batch_losses[d] = (counts[d] > 0).then(|| sums[d] / counts[d] as f64);
+            }
+            loss
+        } else {
+            model.loss(&ids)?
+        };
         let mut grads = loss.backward()?;
         if cfg.grad_clip > 0.0 {
             let mut sq = 0.0f64;
@@ -231,6 +343,21 @@ pub fn train_proxy_with(
                 )));
             }
             curve.push((step, l as f64));
+        }
+        if let Some(ctl) = controller.as_deref_mut() {
+            let info = StepInfo {
+                step,
+                n_steps: cfg.n_steps,
+                batch_losses: &batch_losses,
+                tokens_seen: &tokens_seen,
+            };
+            let mut eval = |n: usize| evaluate_windows(&model, cfg, cache, device, n);
+            if let Some(next) = ctl.after_step(&info, &mut eval)? {
+                let next = next.align(cache.domains())?;
+                check_trainable(cache, &next, window)?;
+                batcher.domain_dist = WeightedIndex::new(next.weights())
+                    .map_err(|e| Error::invalid(format!("mixture {}: {e}", next.to_spec())))?;
+            }
         }
         on_step(step);
     }

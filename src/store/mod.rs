@@ -16,7 +16,6 @@ pub use import::{from_runs_csv, from_two_csvs, read_mixture_table, MixtureTable,
 pub use runs::{read_runs, RunRecord, RunsWriter};
 
 use crate::error::{Error, IoContext, Result};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// A CSV table read whole: trimmed header cells and each data row with the
@@ -220,10 +219,7 @@ pub(crate) fn parse_u64(
 }
 
 /// Hex SHA-256 of a file's bytes (recorded in law.json as provenance).
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).at(path)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
+pub use crate::corpus::source::sha256_file;
 
 /// Candidate sidecar paths of a runs file: `runs.csv.meta.json`, then
 /// `runs.meta.json`. The sweep writes the first; both are read.

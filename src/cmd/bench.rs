@@ -1,0 +1,327 @@
+//! `mixopt bench`: benchmarks that print figures (never timed tests).
+//!
+//! `bench train` measures proxy training throughput — tokens/s, ms/step,
+//! achieved GFLOP/s and peak RSS — and with `--vs-pytorch` runs
+//! `bench/pytorch_proxy.py` (the same model, initialization, optimizer and
+//! batch shape in PyTorch, same thread count) interleaved with it in the same
+//! invocation, ending with `ratio mixopt/pytorch tokens/s = X.XX`.
+
+use crate::corpus::cache::TokenCache;
+use crate::corpus::prepare::{domains_in_dir, prepare, PrepareSpec};
+use crate::mixture::Mixture;
+use crate::proxy::train::train_proxy_with;
+use crate::proxy::{ProxyConfig, TrainOptions};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// Proxy training throughput (optionally beside PyTorch).
+    Train(TrainBench),
+    /// Sweep throughput: the same runs one after another on one thread, then
+    /// on every core.
+    Sweep(SweepBench),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SweepBench {
+    /// Proxy preset: a TOML file or a built-in name.
+    #[arg(long, default_value = "tiny")]
+    pub proxy: String,
+    /// Runs in each sweep.
+    #[arg(long, default_value_t = 8)]
+    pub runs: usize,
+    /// Workers of the concurrent sweep (default: number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainBench {
+    /// Proxy preset: a TOML file or a built-in name (tiny, small, 1m).
+    #[arg(long, default_value = "tiny")]
+    pub proxy: String,
+    /// Timed optimizer steps per measurement.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps before the timed ones (allocator and cache warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub warmup_steps: usize,
+    /// CPU threads for matrix products (both implementations).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Measurements of each implementation, interleaved.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Token cache to train on (default: the demo corpus, built in a temporary directory).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Also run bench/pytorch_proxy.py with the same shapes, interleaved.
+    #[arg(long)]
+    pub vs_pytorch: bool,
+    /// Python interpreter for --vs-pytorch.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Path of the PyTorch reference script.
+    #[arg(long, default_value = "bench/pytorch_proxy.py")]
+    pub pytorch_script: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        What::Train(b) => bench_train(b),
+        What::Sweep(b) => bench_sweep(b),
+    }
+}
+
+/// Build the demo corpus's cache in a scratch directory.
+fn scratch_cache(scratch: &std::path::Path) -> anyhow::Result<PathBuf> {
+    crate::corpus::synthetic::write_demo_corpus(&scratch.join("corpus"), 0, 0.3)?;
+    let mut spec = PrepareSpec::new(scratch.join("cache"), Vec::new());
+    spec.domains = domains_in_dir(&scratch.join("corpus"))?;
+    prepare(&spec)?;
+    Ok(scratch.join("cache"))
+}
+
+/// Run id → validation losses of a runs table.
+fn losses_by_run(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<f64>>> {
+    let (_, rows) = crate::store::runs::read_runs(path)?;
+    Ok(rows.into_iter().map(|r| (r.run_id, r.losses)).collect())
+}
+
+fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
+    anyhow::ensure!(b.runs > 0, "--runs must be > 0");
+    let jobs = b
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let scratch = std::env::temp_dir().join(format!("mixopt-bench-sweep-{}", std::process::id()));
+    let result = (|| {
+        let cache = scratch_cache(&scratch)?;
+        let mut secs = Vec::new();
+        for (label, j) in [("sequential", 1), ("concurrent", jobs)] {
+            let out = scratch.join(format!("runs-{label}.csv"));
+            let started = Instant::now();
+            crate::cmd::sweep::run(crate::cmd::sweep::Args {
+                cache: cache.clone(),
+                proxy: b.proxy.clone(),
+                runs: b.runs,
+                seed: 0,
+                out: out.clone(),
+                jobs: Some(j),
+                temperature: 0.5,
+                max_repetition: 15.0,
+                shard: None,
+            })?;
+            let s = started.elapsed().as_secs_f64();
+            println!(
+                "{label:<11} {j} worker(s): {} runs in {s:.1} s = {:.3} runs/s",
+                b.runs,
+                b.runs as f64 / s
+            );
+            secs.push((out, s));
+        }
+        let same = losses_by_run(&secs[0].0)? == losses_by_run(&secs[1].0)?;
+        println!("identical losses run by run: {same}");
+        println!("sweep throughput concurrent/sequential = {:.2}", secs[0].1 / secs[1].1);
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// One measurement.
+struct Figures {
+    tokens_per_s: f64,
+    ms_per_step: f64,
+    peak_rss_mib: f64,
+}
+
+/// Training FLOPs per token: 6 × (matrix parameters, lm_head included) for the
+/// forward and backward matmuls, plus the attention products (QKᵀ and AV, full
+/// T×T as computed: 2 · 2 · T · d per layer forward, ×3 with the backward).
+pub fn flops_per_token(cfg: &ProxyConfig, vocab: usize) -> f64 {
+    let (d, l, t) = (cfg.d_model as f64, cfg.n_layers as f64, cfg.seq_len as f64);
+    let matrices = l * (4.0 * d * d + 3.0 * d * cfg.d_ff as f64) + vocab as f64 * d;
+    6.0 * matrices + 12.0 * l * t * d
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn bench_train(b: TrainBench) -> anyhow::Result<()> {
+    anyhow::ensure!(b.steps > 0, "--steps must be > 0");
+    anyhow::ensure!(b.threads > 0, "--threads must be > 0");
+    anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
+    crate::cmd::train::set_threads(b.threads);
+    let mut cfg = ProxyConfig::load(&b.proxy)?;
+    cfg.n_steps = b.warmup_steps + b.steps;
+    cfg.warmup_steps = cfg.warmup_steps.min(cfg.n_steps);
+    cfg.eval_windows = 1;
+    cfg.check()?;
+
+    let scratch = std::env::temp_dir().join(format!("mixopt-bench-{}", std::process::id()));
+    let cache_dir = match &b.cache {
+        Some(dir) => dir.clone(),
+        None => scratch_cache(&scratch)?,
+    };
+    let result = measure_all(&b, &cfg, &cache_dir);
+    if b.cache.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+fn measure_all(b: &TrainBench, cfg: &ProxyConfig, cache_dir: &std::path::Path) -> anyhow::Result<()> {
+    let cache = TokenCache::open(cache_dir)?;
+    let mixture = Mixture::uniform(cache.domains().to_vec())?;
+    let flops = flops_per_token(cfg, cache.vocab_size());
+    println!(
+        "bench train: proxy {} (L={}, d={}, heads={}, ff={}), B={} T={}, vocab {}, {} threads, {} timed steps after {} warm-up, {:.2} MFLOP/token",
+        cfg.name, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.batch_size, cfg.seq_len,
+        cache.vocab_size(), b.threads, b.steps, b.warmup_steps, flops / 1e6
+    );
+    println!(
+        "{:<10} {:>4} {:>12} {:>10} {:>9} {:>10}",
+        "impl", "rep", "tokens/s", "ms/step", "GFLOP/s", "peak MiB"
+    );
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for rep in 0..b.repeats {
+        let f = measure_mixopt(cfg, &cache, &mixture, b.warmup_steps)?;
+        print_row("mixopt", rep, &f, flops);
+        ours.push(f.tokens_per_s);
+        if b.vs_pytorch {
+            let f = measure_pytorch(b, cfg, cache.vocab_size())?;
+            print_row("pytorch", rep, &f, flops);
+            theirs.push(f.tokens_per_s);
+        }
+    }
+    let m = median(&mut ours);
+    println!("median mixopt tokens/s = {m:.0} ({:.2} GFLOP/s)", m * flops / 1e9);
+    if b.vs_pytorch {
+        let p = median(&mut theirs);
+        println!("median pytorch tokens/s = {p:.0} ({:.2} GFLOP/s)", p * flops / 1e9);
+        println!("ratio mixopt/pytorch tokens/s = {:.2}", m / p);
+    }
+    Ok(())
+}
+
+fn print_row(name: &str, rep: usize, f: &Figures, flops: f64) {
+    println!(
+        "{name:<10} {rep:>4} {:>12.0} {:>10.1} {:>9.2} {:>10.1}",
+        f.tokens_per_s,
+        f.ms_per_step,
+        f.tokens_per_s * flops / 1e9,
+        f.peak_rss_mib
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn measure_mixopt(
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    mixture: &Mixture,
+    warmup_steps: usize,
+) -> anyhow::Result<Figures> {
+    let mut timed_from = None;
+    let mut timed_to = None;
+    let started = Instant::now();
+    train_proxy_with(cfg, cache, mixture, &TrainOptions::default(), |step| {
+        if step + 1 == warmup_steps {
+            timed_from = Some(Instant::now());
+        }
+        if step + 1 == cfg.n_steps {
+            timed_to = Some(Instant::now());
+        }
+    })?;
+    let from = timed_from.unwrap_or(started);
+    let to = timed_to.context("training ended before its last step")?;
+    let steps = (cfg.n_steps - warmup_steps) as f64;
+    let secs = (to - from).as_secs_f64();
+    Ok(Figures {
+        tokens_per_s: steps * (cfg.batch_size * cfg.seq_len) as f64 / secs,
+        ms_per_step: 1000.0 * secs / steps,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn measure_pytorch(b: &TrainBench, cfg: &ProxyConfig, vocab: usize) -> anyhow::Result<Figures> {
+    let arg = |name: &str, v: String| [format!("--{name}"), v];
+    let args: Vec<String> = [
+        arg("vocab", vocab.to_string()),
+        arg("n-layers", cfg.n_layers.to_string()),
+        arg("d-model", cfg.d_model.to_string()),
+        arg("n-heads", cfg.n_heads.to_string()),
+        arg("d-ff", cfg.d_ff.to_string()),
+        arg("seq-len", cfg.seq_len.to_string()),
+        arg("batch-size", cfg.batch_size.to_string()),
+        arg("steps", b.steps.to_string()),
+        arg("warmup-steps", b.warmup_steps.to_string()),
+        arg("threads", b.threads.to_string()),
+        arg("seed", "0".into()),
+        arg("lr", cfg.lr_peak.to_string()),
+        arg("weight-decay", cfg.weight_decay.to_string()),
+        arg("init-std", cfg.init_std.to_string()),
+        arg("rope-theta", cfg.rope_theta.to_string()),
+        arg("grad-clip", cfg.grad_clip.to_string()),
+    ]
+    .concat();
+    let out = std::process::Command::new(&b.python)
+        .arg(&b.pytorch_script)
+        .args(&args)
+        .env("OMP_NUM_THREADS", b.threads.to_string())
+        .output()
+        .with_context(|| format!("running {} {}", b.python, b.pytorch_script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed: {}",
+        b.pytorch_script.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{}: no JSON figures in its output", b.pytorch_script.display()))?;
+    let v: serde_json::Value = serde_json::from_str(line)
+        .with_context(|| format!("{}: bad JSON {line:?}", b.pytorch_script.display()))?;
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .with_context(|| format!("{}: figure {k} missing", b.pytorch_script.display()))
+    };
+    Ok(Figures {
+        tokens_per_s: num("tokens_per_s")?,
+        ms_per_step: num("ms_per_step")?,
+        peak_rss_mib: num("peak_rss_mib")?,
+    })
+}

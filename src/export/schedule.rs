@@ -1,0 +1,256 @@
+//! Multi-phase schedules from an online trajectory.
+//!
+//! A trajectory (written by `mixopt online`) is a CSV: `step`, then `w_<domain>`
+//! for every domain, then `loss_<domain>` (an empty cell where a domain's loss
+//! was not observed). `--phases N` cuts the trajectory's step range into N
+//! equal spans; a phase's mixture is the mean of the trajectory's mixtures in
+//! its span (so a phase is what the online policy fed the model on average
+//! there), and it starts at the span's first step. The first phase always
+//! starts at step 0. `--total-steps S` rescales the steps to a run of S steps
+//! (a trajectory from a short proxy run applied to a long one).
+
+use crate::error::{Error, IoContext, Result};
+use crate::mixture::Mixture;
+use std::path::Path;
+
+/// One row of a trajectory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrajectoryRow {
+    pub step: u64,
+    pub weights: Vec<f64>,
+    /// NaN where the loss was not observed.
+    pub losses: Vec<f64>,
+}
+
+/// A whole trajectory. Invariant: rows sorted by step, each `weights` a valid
+/// mixture over `domains`, `losses` one per domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trajectory {
+    pub domains: Vec<String>,
+    pub rows: Vec<TrajectoryRow>,
+}
+
+/// One phase of a schedule: from `start_step` on, train on `mixture`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulePhase {
+    pub start_step: u64,
+    pub mixture: Mixture,
+}
+
+impl Trajectory {
+    pub fn load(path: &Path) -> Result<Trajectory> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Trajectory> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let (_, header) = lines
+            .next()
+            .ok_or_else(|| Error::parse(path, 0, "empty trajectory: no header line"))?;
+        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+        if cols.first() != Some(&"step") {
+            return Err(Error::parse(
+                path,
+                1,
+                "the first column must be \"step\" (header: step,w_<domain>…,loss_<domain>…)",
+            ));
+        }
+        let domains: Vec<String> = cols[1..]
+            .iter()
+            .filter_map(|c| c.strip_prefix("w_"))
+            .map(str::to_string)
+            .collect();
+        if domains.is_empty() {
+            return Err(Error::parse(path, 1, "no w_<domain> columns"));
+        }
+        let w_idx: Vec<usize> = domains
+            .iter()
+            .map(|d| {
+                cols.iter()
+                    .position(|c| *c == format!("w_{d}"))
+                    .unwrap_or(0)
+            })
+            .collect();
+        let l_idx: Vec<Option<usize>> = domains
+            .iter()
+            .map(|d| cols.iter().position(|c| *c == format!("loss_{d}")))
+            .collect();
+        let mut rows: Vec<TrajectoryRow> = Vec::new();
+        for (i, line) in lines {
+            let lineno = i + 1;
+            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            if cells.len() != cols.len() {
+                return Err(Error::parse(
+                    path,
+                    lineno,
+                    format!(
+                        "{} fields, but the header has {} columns",
+                        cells.len(),
+                        cols.len()
+                    ),
+                ));
+            }
+            let step: u64 = cells[0].parse().map_err(|_| {
+                Error::parse(
+                    path,
+                    lineno,
+                    format!(
+                        "column 1 (step): {:?} is not a non-negative integer",
+                        cells[0]
+                    ),
+                )
+            })?;
+            if let Some(prev) = rows.last() {
+                if step <= prev.step {
+                    return Err(Error::parse(
+                        path,
+                        lineno,
+                        format!(
+                            "step {step} does not increase (previous row: {})",
+                            prev.step
+                        ),
+                    ));
+                }
+            }
+            let number = |j: usize| -> Result<f64> {
+                cells[j].parse::<f64>().map_err(|_| {
+                    Error::parse(
+                        path,
+                        lineno,
+                        format!(
+                            "column {} ({}): {:?} is not a number",
+                            j + 1,
+                            cols[j],
+                            cells[j]
+                        ),
+                    )
+                })
+            };
+            let weights = w_idx
+                .iter()
+                .map(|&j| number(j))
+                .collect::<Result<Vec<_>>>()?;
+            let mixture = Mixture::new_in(
+                domains.clone(),
+                weights,
+                &format!("{}:{lineno}", path.display()),
+            )?;
+            let losses = l_idx
+                .iter()
+                .map(|j| match j {
+                    Some(j) if !cells[*j].is_empty() => number(*j),
+                    _ => Ok(f64::NAN),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            rows.push(TrajectoryRow {
+                step,
+                weights: mixture.weights().to_vec(),
+                losses,
+            });
+        }
+        if rows.is_empty() {
+            return Err(Error::parse(path, 0, "trajectory has a header but no rows"));
+        }
+        Ok(Trajectory { domains, rows })
+    }
+
+    /// Cut into `n` phases (see the module docs). `total_steps` rescales steps.
+    pub fn phases(&self, n: usize, total_steps: Option<u64>) -> Result<Vec<SchedulePhase>> {
+        if n == 0 {
+            return Err(Error::invalid("--phases must be at least 1"));
+        }
+        let first = self.rows[0].step;
+        let last = self.rows[self.rows.len() - 1].step;
+        let span = (last - first + 1) as f64;
+        let mut phases: Vec<SchedulePhase> = Vec::new();
+        for p in 0..n {
+            let lo = first as f64 + span * p as f64 / n as f64;
+            let hi = first as f64 + span * (p + 1) as f64 / n as f64;
+            let members: Vec<&TrajectoryRow> = self
+                .rows
+                .iter()
+                .filter(|r| (r.step as f64) >= lo && (r.step as f64) < hi)
+                .collect();
+            if members.is_empty() {
+                // Fewer rows than phases in this span: merge into the previous phase.
+                continue;
+            }
+            let mut mean = vec![0.0; self.domains.len()];
+            for r in &members {
+                for (m, w) in mean.iter_mut().zip(&r.weights) {
+                    *m += w / members.len() as f64;
+                }
+            }
+            let start = if phases.is_empty() {
+                0
+            } else {
+                let frac = (lo - first as f64) / span;
+                match total_steps {
+                    Some(total) => (frac * total as f64).round() as u64,
+                    None => lo.ceil() as u64,
+                }
+            };
+            phases.push(SchedulePhase {
+                start_step: start,
+                mixture: Mixture::from_scores(self.domains.clone(), &mean)?,
+            });
+        }
+        Ok(phases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "step,w_a,w_b,loss_a,loss_b\n0,0.5,0.5,3.0,\n10,0.7,0.3,2.9,3.1\n20,0.1,0.9,,3.0\n30,0.3,0.7,2.7,2.8\n";
+
+    #[test]
+    fn reads_rows_with_missing_losses() {
+        let t = Trajectory::parse(Path::new("t.csv"), T).unwrap();
+        assert_eq!(t.domains, ["a", "b"]);
+        assert_eq!(t.rows.len(), 4);
+        assert!(t.rows[0].losses[1].is_nan());
+        assert_eq!(t.rows[2].losses[1], 3.0);
+    }
+
+    #[test]
+    fn phases_average_their_span() {
+        let t = Trajectory::parse(Path::new("t.csv"), T).unwrap();
+        let p = t.phases(2, None).unwrap();
+        // Span 0..31 cut at 15.5: rows 0,10 then 20,30.
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].start_step, 0);
+        assert_eq!(p[1].start_step, 16);
+        assert!((p[0].mixture.weights()[0] - 0.6).abs() < 1e-12);
+        assert!((p[1].mixture.weights()[0] - 0.2).abs() < 1e-12);
+        let p = t.phases(2, Some(1000)).unwrap();
+        assert_eq!(p[1].start_step, 500);
+        // More phases than rows: empty spans merge away.
+        assert_eq!(t.phases(40, None).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn bad_rows_name_line_and_column() {
+        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n0,0.5,x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:2") && e.contains("w_b"), "{e}");
+        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n5,0.5,0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:3"), "{e}");
+        let e = Trajectory::parse(Path::new("t.csv"), "steps,w_a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:1"), "{e}");
+        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n0,0.9,0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:2"), "{e}");
+    }
+}

@@ -1,0 +1,209 @@
+//! The `ensemble` law: bagged gradient-boosted trees. Each of `members`
+//! boosters is fit on its own seeded subsample of the runs (a share
+//! `subsample`, drawn without replacement) with its own early-stopping split;
+//! the prediction is their mean and the spread their standard deviation —
+//! an uncertainty estimate that `optimize --spread-penalty` uses to stay where
+//! the runs are dense enough for the members to agree.
+//!
+//! Hyperparameters: `members` (default 8), `subsample` (default 0.8), plus
+//! every `gbdt` hyperparameter, passed to each member.
+
+use super::gbdt::{FittedGbdt, GbdtLaw, HYPER_NAMES};
+use super::{FittedLaw, Hyper, MixingLaw};
+use crate::error::{Error, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+pub struct EnsembleLaw {
+    pub members: usize,
+    pub subsample: f64,
+    pub base: GbdtLaw,
+}
+
+impl EnsembleLaw {
+    pub fn from_hyper(hyper: &Hyper) -> Result<Self> {
+        let (mut members, mut subsample) = (8usize, 0.8);
+        let mut rest = Hyper::new();
+        for (k, &v) in hyper {
+            match k.as_str() {
+                "members" => {
+                    if !(v.is_finite() && v.fract() == 0.0 && (2.0..=1000.0).contains(&v)) {
+                        return Err(Error::invalid(format!(
+                            "law ensemble: members must be a whole number in [2, 1000], got {v}"
+                        )));
+                    }
+                    members = v as usize;
+                }
+                "subsample" => subsample = v,
+                _ if HYPER_NAMES.contains(&k.as_str()) => {
+                    rest.insert(k.clone(), v);
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "law ensemble: unknown parameter {k:?} (known: members, subsample, {})",
+                        HYPER_NAMES.join(", ")
+                    )))
+                }
+            }
+        }
+        if !(subsample > 0.0 && subsample <= 1.0) {
+            return Err(Error::invalid(format!(
+                "law ensemble: subsample must be in (0, 1], got {subsample}"
+            )));
+        }
+        let base = GbdtLaw::from_hyper(&rest)
+            .map_err(|e| Error::invalid(e.to_string().replace("law gbdt", "law ensemble")))?;
+        Ok(EnsembleLaw {
+            members,
+            subsample,
+            base,
+        })
+    }
+}
+
+pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
+    Ok(Box::new(EnsembleLaw::from_hyper(hyper)?))
+}
+
+pub fn load(params: &serde_json::Value, n_domains: usize) -> Result<Box<dyn FittedLaw>> {
+    let members = params["members"]
+        .as_array()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::invalid("ensemble law params: `members` must be a non-empty list"))?;
+    let members = members
+        .iter()
+        .map(|m| FittedGbdt::from_params(m, n_domains))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| Error::invalid(format!("ensemble law params: {e}")))?;
+    Ok(Box::new(FittedEnsemble { members }))
+}
+
+/// Members' mean and standard deviation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FittedEnsemble {
+    pub members: Vec<FittedGbdt>,
+}
+
+impl FittedEnsemble {
+    /// (mean, population standard deviation) of the members' predictions.
+    pub fn mean_spread(&self, x: &[f64]) -> (f64, f64) {
+        let p: Vec<f64> = self.members.iter().map(|m| m.predict(x)).collect();
+        let n = p.len() as f64;
+        let mean = p.iter().sum::<f64>() / n;
+        let var = p.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+}
+
+impl FittedLaw for FittedEnsemble {
+    fn predict(&self, x: &[f64]) -> f64 {
+        self.mean_spread(x).0
+    }
+
+    fn predict_spread(&self, x: &[f64]) -> Option<f64> {
+        Some(self.mean_spread(x).1)
+    }
+
+    fn predict_batch(&self, rows: &[Vec<f64>]) -> Vec<f64> {
+        let mut out = vec![0.0; rows.len()];
+        for m in &self.members {
+            for (o, p) in out.iter_mut().zip(m.predict_batch(rows)) {
+                *o += p / self.members.len() as f64;
+            }
+        }
+        out
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({
+            "members": self.members.iter().map(|m| m.params()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl MixingLaw for EnsembleLaw {
+    fn kind(&self) -> &'static str {
+        "ensemble"
+    }
+
+    fn fit(&self, x: &[Vec<f64>], y: &[f64], seed: u64) -> Result<Box<dyn FittedLaw>> {
+        super::check_xy(x, y)?;
+        let n = x.len();
+        let take = ((self.subsample * n as f64).round() as usize).clamp(1, n);
+        // Members are independent: fit them on up to two threads (the
+        // machine this targets has two cores); results do not depend on it.
+        let fit_member = |m: usize| -> Result<FittedGbdt> {
+            let member_seed = seed.wrapping_mul(1_000_003).wrapping_add(m as u64);
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.shuffle(&mut StdRng::seed_from_u64(member_seed));
+            idx.truncate(take);
+            idx.sort_unstable();
+            let mx: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
+            let my: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+            self.base.fit_gbdt(&mx, &my, member_seed)
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|t| t.get())
+            .unwrap_or(1)
+            .clamp(1, 2);
+        let mut slots: Vec<Option<Result<FittedGbdt>>> = (0..self.members).map(|_| None).collect();
+        std::thread::scope(|s| {
+            let chunks: Vec<_> = slots
+                .chunks_mut(self.members.div_ceil(threads))
+                .enumerate()
+                .map(|(c, chunk)| {
+                    let fit_member = &fit_member;
+                    let offset = c * self.members.div_ceil(threads);
+                    s.spawn(move || {
+                        for (j, slot) in chunk.iter_mut().enumerate() {
+                            *slot = Some(fit_member(offset + j));
+                        }
+                    })
+                })
+                .collect();
+            for h in chunks {
+                let _ = h.join();
+            }
+        });
+        let members = slots
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err(Error::invalid("ensemble member thread failed"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(FittedEnsemble { members }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    #[test]
+    fn fits_members_and_round_trips_mean_and_spread() {
+        // Noisy runs over a ≤ 0.5; members fit on different subsamples.
+        let mut rng = StdRng::seed_from_u64(2);
+        let x: Vec<Vec<f64>> = (0..200)
+            .map(|_| {
+                let a = 0.5 * rng.random::<f64>();
+                vec![a, 1.0 - a]
+            })
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|r| r[0] * r[0] + 0.05 * rng.random::<f64>())
+            .collect();
+        let h: Hyper = [("learning_rate".to_string(), 0.1)].into();
+        let f = EnsembleLaw::from_hyper(&h).unwrap().fit(&x, &y, 0).unwrap();
+        let inside = f.predict_spread(&[0.25, 0.75]).unwrap();
+        assert!(inside >= 0.0);
+        let g = load(&f.params(), 2).unwrap();
+        assert_eq!(g.predict(&[0.3, 0.7]), f.predict(&[0.3, 0.7]));
+        assert_eq!(g.predict_spread(&[0.3, 0.7]), f.predict_spread(&[0.3, 0.7]));
+        assert!(load(&serde_json::json!({"members": []}), 2).is_err());
+        let bad: Hyper = [("members".to_string(), 1.0)].into();
+        assert!(EnsembleLaw::from_hyper(&bad).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! DoReMi-style reweighting (Xie et al. 2023, "DoReMi: Optimizing Data
+//! Mixtures Speeds Up Language Model Pretraining", Algorithm 1).
+//!
+//! Excess loss over a reference model, clipped at 0, drives a multiplicative
+//! update: `log α_i += η · max(ℓ_i − ℓ_ref,i, 0)`, `α = softmax(log α)`, then
+//! smoothing with the uniform distribution `α ← (1 − c) α + c / K`. The output
+//! mixture is the average of α over all updates. DoReMi clips per token; a
+//! trainer here reports per-domain means, so the clip applies to the mean.
+
+use super::{
+    exact, mixture_of, params_from, softmax_into, Average, LossRequest, Observation, OnlinePolicy,
+};
+use crate::error::{Error, Result};
+use crate::mixture::Mixture;
+use serde::{Deserialize, Serialize};
+
+/// DoReMi parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Step size η = 1 (DoReMi paper, §2 "Training details").
+    pub eta: f64,
+    /// Smoothing with uniform, c = 1e-3 (DoReMi paper, §2).
+    pub smoothing: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            eta: 1.0,
+            smoothing: 1e-3,
+        }
+    }
+}
+
+/// DoReMi state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoReMi {
+    params: Params,
+    domains: Vec<String>,
+    #[serde(with = "exact::vec")]
+    reference: Vec<f64>,
+    /// Current (smoothed) domain weights α.
+    #[serde(with = "exact::vec")]
+    alpha: Vec<f64>,
+    avg: Average,
+}
+
+impl DoReMi {
+    /// `prior` is the initial α (DoReMi starts from uniform); `reference` the
+    /// reference model's loss per domain, aligned to `prior`'s domains.
+    pub fn new(
+        prior: &Mixture,
+        reference: &[f64],
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self> {
+        let params = params_from(Params::default(), overrides, "doremi")?;
+        if !(params.eta.is_finite() && params.eta > 0.0) {
+            return Err(Error::invalid("doremi eta must be > 0"));
+        }
+        if !(0.0..=1.0).contains(&params.smoothing) {
+            return Err(Error::invalid("doremi smoothing must be in [0, 1]"));
+        }
+        if reference.len() != prior.len() {
+            return Err(Error::invalid(format!(
+                "doremi: {} reference losses for {} domains",
+                reference.len(),
+                prior.len()
+            )));
+        }
+        for (d, r) in prior.domains().iter().zip(reference) {
+            if !(r.is_finite() && *r >= 0.0) {
+                return Err(Error::invalid(format!(
+                    "doremi reference loss of {d:?} must be a finite number >= 0, got {r}"
+                )));
+            }
+        }
+        let k = prior.len();
+        // log α must be finite: give zero-weight domains the smoothing floor.
+        let c = params.smoothing.max(1e-12);
+        let alpha = prior
+            .weights()
+            .iter()
+            .map(|w| (1.0 - c) * w + c / k as f64)
+            .collect();
+        Ok(DoReMi {
+            params,
+            domains: prior.domains().to_vec(),
+            reference: reference.to_vec(),
+            alpha,
+            avg: Average::new(k),
+        })
+    }
+}
+
+impl OnlinePolicy for DoReMi {
+    fn name(&self) -> &'static str {
+        "doremi"
+    }
+
+    fn domains(&self) -> &[String] {
+        &self.domains
+    }
+
+    fn weights(&self) -> &[f64] {
+        &self.alpha
+    }
+
+    fn request(&self) -> LossRequest {
+        LossRequest::Training
+    }
+
+    fn observe(&mut self, obs: &Observation) -> Result<Option<Mixture>> {
+        obs.check(&self.domains)?;
+        if obs.losses.iter().all(Option::is_none) {
+            self.avg.add(&self.alpha);
+            return Ok(None);
+        }
+        let k = self.domains.len();
+        let eta = self.params.eta;
+        let logits: Vec<f64> = (0..k)
+            .map(|i| {
+                let excess = obs.losses[i]
+                    .map(|l| (l - self.reference[i]).max(0.0))
+                    .unwrap_or(0.0);
+                self.alpha[i].ln() + eta * excess
+            })
+            .collect();
+        let mut a = vec![0.0; k];
+        softmax_into(&logits, &mut a);
+        let c = self.params.smoothing;
+        for (x, y) in self.alpha.iter_mut().zip(&a) {
+            *x = (1.0 - c) * y + c / k as f64;
+        }
+        self.avg.add(&self.alpha);
+        Ok(Some(mixture_of(&self.domains, &self.alpha)))
+    }
+
+    fn result(&self) -> Mixture {
+        self.avg.mixture(&self.domains, &self.alpha)
+    }
+
+    fn to_state(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn boxed_clone(&self) -> Box<dyn OnlinePolicy> {
+        Box::new(self.clone())
+    }
+}
