@@ -13,14 +13,17 @@ REQUESTS=${REQUESTS:-20000}
 MAX_S=${MAX_S:-30}
 PORT=${PORT:-18377}
 CONNS=${CONNS:-"1 4 16"}
-STATE_DIR=${STATE_DIR:-$(mktemp -d)}
+if [ -z "${STATE_DIR:-}" ]; then
+  STATE_DIR=$(mktemp -d)
+  CLEAN_DIR=$STATE_DIR
+fi
 DOMAINS=$(seq -s, -f 'd%g' 0 19)
 STATE="$STATE_DIR/online-load-state.json"
 rm -f "$STATE"
 "$MIXOPT" online --policy odm --domains "$DOMAINS" --state "$STATE" \
   --listen "127.0.0.1:$PORT" 2>/dev/null &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; rm -f "$STATE"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; rm -f "$STATE"; [ -n "${CLEAN_DIR:-}" ] && rm -rf "$CLEAN_DIR"' EXIT
 for _ in $(seq 50); do
   curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.1

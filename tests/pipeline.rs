@@ -405,7 +405,13 @@ fn three_shards_in_separate_processes_merge_to_the_unsharded_sweep() {
     let children: Vec<_> = (0..3)
         .map(|i| {
             std::process::Command::new(&bin)
-                .args(sweep_args(t, &cache, &t.join(format!("shard-{i}.csv")), 7, 1))
+                .args(sweep_args(
+                    t,
+                    &cache,
+                    &t.join(format!("shard-{i}.csv")),
+                    7,
+                    1,
+                ))
                 .args(["--shard", &format!("{i}/3")])
                 .env("MIXOPT_QUIET", "1")
                 .stdout(Stdio::null())
@@ -446,7 +452,10 @@ fn three_shards_in_separate_processes_merge_to_the_unsharded_sweep() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("different sweep configuration"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("different sweep configuration"),
+        "{err}"
+    );
     assert!(!t.join("bad.csv").exists());
     let out = mixopt()
         .arg("merge")

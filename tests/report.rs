@@ -205,7 +205,8 @@ fn report_without_weights_and_bad_inputs() {
 /// The Chromium binary, if there is one.
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MIXOPT_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        // An explicit choice: that binary or none.
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

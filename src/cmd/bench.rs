@@ -72,6 +72,9 @@ pub struct TrainBench {
     /// Path of the PyTorch reference script.
     #[arg(long, default_value = "bench/pytorch_proxy.py")]
     pub pytorch_script: PathBuf,
+    /// Where mixopt's proxy trains: cpu, or cuda:N (build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -120,6 +123,7 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
                 temperature: 0.5,
                 max_repetition: 15.0,
                 shard: None,
+                device: "cpu".into(),
             })?;
             let s = started.elapsed().as_secs_f64();
             println!(
@@ -131,7 +135,10 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
         }
         let same = losses_by_run(&secs[0].0)? == losses_by_run(&secs[1].0)?;
         println!("identical losses run by run: {same}");
-        println!("sweep throughput concurrent/sequential = {:.2}", secs[0].1 / secs[1].1);
+        println!(
+            "sweep throughput concurrent/sequential = {:.2}",
+            secs[0].1 / secs[1].1
+        );
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -190,7 +197,11 @@ fn bench_train(b: TrainBench) -> anyhow::Result<()> {
     result
 }
 
-fn measure_all(b: &TrainBench, cfg: &ProxyConfig, cache_dir: &std::path::Path) -> anyhow::Result<()> {
+fn measure_all(
+    b: &TrainBench,
+    cfg: &ProxyConfig,
+    cache_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let cache = TokenCache::open(cache_dir)?;
     let mixture = Mixture::uniform(cache.domains().to_vec())?;
     let flops = flops_per_token(cfg, cache.vocab_size());
@@ -206,7 +217,7 @@ fn measure_all(b: &TrainBench, cfg: &ProxyConfig, cache_dir: &std::path::Path) -
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for rep in 0..b.repeats {
-        let f = measure_mixopt(cfg, &cache, &mixture, b.warmup_steps)?;
+        let f = measure_mixopt(cfg, &cache, &mixture, b.warmup_steps, &b.device)?;
         print_row("mixopt", rep, &f, flops);
         ours.push(f.tokens_per_s);
         if b.vs_pytorch {
@@ -216,10 +227,16 @@ fn measure_all(b: &TrainBench, cfg: &ProxyConfig, cache_dir: &std::path::Path) -
         }
     }
     let m = median(&mut ours);
-    println!("median mixopt tokens/s = {m:.0} ({:.2} GFLOP/s)", m * flops / 1e9);
+    println!(
+        "median mixopt tokens/s = {m:.0} ({:.2} GFLOP/s)",
+        m * flops / 1e9
+    );
     if b.vs_pytorch {
         let p = median(&mut theirs);
-        println!("median pytorch tokens/s = {p:.0} ({:.2} GFLOP/s)", p * flops / 1e9);
+        println!(
+            "median pytorch tokens/s = {p:.0} ({:.2} GFLOP/s)",
+            p * flops / 1e9
+        );
         println!("ratio mixopt/pytorch tokens/s = {:.2}", m / p);
     }
     Ok(())
@@ -250,11 +267,16 @@ fn measure_mixopt(
     cache: &TokenCache,
     mixture: &Mixture,
     warmup_steps: usize,
+    device: &str,
 ) -> anyhow::Result<Figures> {
+    let opts = TrainOptions {
+        device: crate::proxy::parse_device(device)?,
+        ..TrainOptions::default()
+    };
     let mut timed_from = None;
     let mut timed_to = None;
     let started = Instant::now();
-    train_proxy_with(cfg, cache, mixture, &TrainOptions::default(), |step| {
+    train_proxy_with(cfg, cache, mixture, &opts, |step| {
         if step + 1 == warmup_steps {
             timed_from = Some(Instant::now());
         }
@@ -311,7 +333,12 @@ fn measure_pytorch(b: &TrainBench, cfg: &ProxyConfig, vocab: usize) -> anyhow::R
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .with_context(|| format!("{}: no JSON figures in its output", b.pytorch_script.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: no JSON figures in its output",
+                b.pytorch_script.display()
+            )
+        })?;
     let v: serde_json::Value = serde_json::from_str(line)
         .with_context(|| format!("{}: bad JSON {line:?}", b.pytorch_script.display()))?;
     let num = |k: &str| {

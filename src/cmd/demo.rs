@@ -81,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         temperature: 0.5,
         max_repetition: 15.0,
         shard: None,
+        device: "cpu".into(),
     })?;
 
     // The target: mean validation loss over the learnable domains. The noise

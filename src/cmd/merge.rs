@@ -58,10 +58,7 @@ fn read_meta(runs: &Path) -> anyhow::Result<Option<serde_json::Value>> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.out.exists() && !args.force {
-        bail!(
-            "{}: exists (use --force to replace it)",
-            args.out.display()
-        );
+        bail!("{}: exists (use --force to replace it)", args.out.display());
     }
     if let Some(input) = args.inputs.iter().find(|p| **p == args.out) {
         bail!("{}: is both an input and --out", input.display());

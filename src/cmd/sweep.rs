@@ -47,6 +47,9 @@ pub struct Args {
     /// them with `mixopt merge`.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
+    /// Where proxies train: cpu, or cuda:N (build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// One shard of a sweep: runs `k` with `k % count == index`.
@@ -68,8 +71,14 @@ pub fn parse_shard(arg: &str) -> Result<Shard, String> {
     let (i, n) = arg
         .split_once('/')
         .ok_or_else(|| format!("expected I/N (e.g. 0/4), got {arg:?}"))?;
-    let index: usize = i.trim().parse().map_err(|_| format!("shard index {i:?} is not a number"))?;
-    let count: usize = n.trim().parse().map_err(|_| format!("shard count {n:?} is not a number"))?;
+    let index: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard index {i:?} is not a number"))?;
+    let count: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("shard count {n:?} is not a number"))?;
     if count == 0 || index >= count {
         return Err(format!("shard {arg:?}: need 0 <= I < N (I is 0-based)"));
     }
@@ -109,6 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     crate::cmd::train::set_threads(if jobs > 1 { 1 } else { jobs });
 
     let cfg = ProxyConfig::load(&args.proxy)?;
+    let device = crate::proxy::parse_device(&args.device)?;
     let cache = TokenCache::open(&args.cache)?;
     let prior = cache.natural_mixture()?;
     let sampler_cfg = SamplerConfig {
@@ -187,8 +197,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(todo.len()) {
             let tx = tx.clone();
-            let (todo, next, stop, cache, cfg, mixtures) =
-                (&todo, &next, &stop, &cache, &cfg, &mixtures);
+            let (todo, next, stop, cache, cfg, mixtures, device) =
+                (&todo, &next, &stop, &cache, &cfg, &mixtures, &device);
             scope.spawn(move || loop {
                 if stop.load(Ordering::Relaxed) {
                     break;
@@ -197,6 +207,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let Some(&k) = todo.get(i) else { break };
                 let opts = TrainOptions {
                     seed: run_seed(args.seed, k),
+                    device: device.clone(),
                     ..TrainOptions::default()
                 };
                 let result = train_proxy(cfg, cache, &mixtures[k], &opts);
@@ -258,7 +269,9 @@ mod tests {
 
     #[test]
     fn shards_partition_the_runs() {
-        let shards: Vec<Shard> = (0..3).map(|i| parse_shard(&format!("{i}/3")).unwrap()).collect();
+        let shards: Vec<Shard> = (0..3)
+            .map(|i| parse_shard(&format!("{i}/3")).unwrap())
+            .collect();
         for k in 0..30 {
             assert_eq!(shards.iter().filter(|s| s.owns(k)).count(), 1);
         }

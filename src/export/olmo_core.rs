@@ -6,9 +6,9 @@
 //! Syntax checked against OLMo-core `src/olmo_core/data/source_mixture.py`
 //! (`SourceMixtureConfig` fields; `target_ratio` must be in (0, 1] and the
 //! ratios must sum to 1; `max_repetition_ratio` ≥ 1, default 1.0) and
-//! `docs/source/guides/data_mixing.rst`. Zero-weight domains are left out
-//! (OLMo-core rejects a ratio of 0 only implicitly; a source of no tokens is
-//! useless). `max_repetition_ratio` comes from paths.toml's `max_repetition`
+//! `docs/source/guides/data_mixing.rst`. Zero-weight domains are left out (a
+//! ratio of 0 slips past OLMo-core's range check but selects no tokens).
+//! `max_repetition_ratio` comes from paths.toml's `max_repetition`
 //! (default 1.0). No schedule: one list per phase.
 
 use super::tree::{to_yaml, Node};

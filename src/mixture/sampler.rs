@@ -135,9 +135,9 @@ impl PriorSampler {
         let dedup = self.cfg.dedup_l1;
         let rows = self.draw(n, |x, kept| {
             dedup > 0.0
-                && kept.iter().any(|y| {
-                    x.iter().zip(y).map(|(a, b)| (a - b).abs()).sum::<f64>() <= dedup
-                })
+                && kept
+                    .iter()
+                    .any(|y| x.iter().zip(y).map(|(a, b)| (a - b).abs()).sum::<f64>() <= dedup)
         })?;
         let domains = self.prior.domains().to_vec();
         rows.into_iter()

@@ -3,11 +3,12 @@
 //!
 //! Each domain's training loss is modelled as a power law in the tokens seen
 //! from it, `L_k(n) = ε_k + β_k n^{−α_k}`, refit every few of its new points
-//! (staggered across domains) on a bounded history. Its slope `−dL_k/dn = α_k (L̂_k(n) − ε_k) / n` forecasts how fast
-//! the domain still learns. With a credit score `h_k` (an EMA of the domain's
-//! recent sampling weight; ADO's credit assignment) the preference is
+//! (staggered across domains) on a bounded history. Its slope
+//! `−dL_k/dn = α_k (L̂_k(n) − ε_k) / n` forecasts how fast the domain still
+//! learns. With a credit score `h_k` (an EMA of the domain's recent sampling
+//! weight; ADO's credit assignment) the preference is
 //! `ρ_k ∝ μ_k · h_k · (−dL_k/dn)` (μ the prior), and the policy moves a step
-//! toward it: `π ← (1 − s) π + s ρ`, floored at `min_weight`.
+//! toward it: `π ← (1 − s) π + s ρ`, floored at `min_weight_of_uniform / K`.
 //!
 //! Fitting: for a grid of floors ε (fractions of the lowest observed loss),
 //! ordinary least squares of `ln(L − ε)` on `ln n`; the ε with the smallest

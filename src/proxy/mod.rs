@@ -5,8 +5,10 @@
 //! `train` (the loop: sample a batch by mixture, step, evaluate per domain).
 
 pub mod config;
+pub mod device;
 pub mod model;
 pub mod train;
 
 pub use config::ProxyConfig;
+pub use device::parse_device;
 pub use train::{train_proxy, TrainOptions, TrainReport};

@@ -378,6 +378,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn per_row_loss_is_the_same_objective_as_model_loss() {
+        let cfg = ProxyConfig::from_toml(
+            "name = \"t\"\nn_layers = 1\nd_model = 16\nn_heads = 2\nd_ff = 32\n\
+             seq_len = 8\nbatch_size = 3\nn_steps = 1\nlr_peak = 1e-3\n\
+             warmup_steps = 0\neval_windows = 1\n",
+            "test",
+        )
+        .unwrap();
+        let (model, _) = ProxyModel::new(&cfg, 11, 5, &Device::Cpu).unwrap();
+        let ids: Vec<u32> = (0..27u32).map(|i| (i * 7 + 3) % 11).collect();
+        let ids = Tensor::from_slice(&ids, (3, 9), &Device::Cpu).unwrap();
+        let want: f32 = model.loss(&ids).unwrap().to_scalar().unwrap();
+        let (loss, rows) = loss_per_row(&model, &ids).unwrap();
+        let got: f32 = loss.to_scalar().unwrap();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let mean_rows = rows.iter().sum::<f32>() / rows.len() as f32;
+        assert!((mean_rows - want).abs() < 1e-5, "{rows:?}");
+    }
+
+    #[test]
     fn eval_offsets_are_even_and_in_range() {
         assert_eq!(eval_offsets(100, 10, 3), vec![0, 45, 90]);
         assert_eq!(eval_offsets(25, 10, 8), vec![0, 15]);

@@ -1,0 +1,49 @@
+//! Where proxies train: `--device cpu` (the default) or `--device cuda:N`
+//! (needs a build with `--features cuda`; without it the error says so).
+
+use crate::error::{Error, Result};
+use candle_core::Device;
+
+/// Parse `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+pub fn parse_device(arg: &str) -> Result<Device> {
+    let arg = arg.trim();
+    if arg == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match arg.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                Error::invalid(format!("--device {arg:?}: expected cpu, cuda or cuda:N"))
+            })?,
+        None => {
+            return Err(Error::invalid(format!(
+                "--device {arg:?}: expected cpu, cuda or cuda:N"
+            )))
+        }
+    };
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::invalid(format!(
+            "--device {arg}: {e} (CUDA needs a build with `cargo build --release --features cuda`)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_and_rejects_junk() {
+        assert!(matches!(parse_device("cpu").unwrap(), Device::Cpu));
+        for bad in ["gpu", "cuda:x", "cuda0", ""] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+        if !candle_core::utils::cuda_is_available() {
+            let err = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}
