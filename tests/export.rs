@@ -415,6 +415,44 @@ fn bad_input_fails_with_a_clear_line() {
     ]));
     assert!(e.contains("zeroes every domain"), "{e}");
 
+    // Trajectory edge cases: steps spanning all of u64, too few total steps.
+    let huge = dir.path().join("huge.csv");
+    std::fs::write(
+        &huge,
+        "step,w_a,w_b\n0,0.5,0.5\n18446744073709551615,0.1,0.9\n",
+    )
+    .unwrap();
+    let out = mixopt()
+        .args([
+            "export",
+            "--format",
+            "json",
+            "--phases",
+            "2",
+            "--trajectory",
+        ])
+        .arg(&huge)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, "step,w_a,w_b\n0,0.5,0.5\n10,0.4,0.6\n20,0.1,0.9\n").unwrap();
+    let e = fails(&mut export(&[
+        "--format",
+        "nanotron",
+        "--phases",
+        "3",
+        "--total-steps",
+        "1",
+        "--trajectory",
+        short.to_str().unwrap(),
+    ]));
+    assert!(e.contains("--total-steps"), "{e}");
+
     // A key after a table header belongs to the table: the typo goes first.
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(

@@ -392,3 +392,82 @@ fn ensemble_reports_its_spread_at_the_optimum() {
     let spread = json(&out)["provenance"]["spread"].as_f64().unwrap();
     assert!(spread.is_finite() && spread >= 0.0);
 }
+
+/// `--cache`: available tokens come from a token cache's manifest. Domain d
+/// has ~10× fewer training tokens than the others, so with budget = the
+/// others' size and 2 epochs its cap (≈ 0.2) binds below its unconstrained
+/// optimum 0.4006.
+#[test]
+fn budget_caps_come_from_the_token_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    for (d, docs) in [("a", 200), ("b", 200), ("c", 200), ("d", 20)] {
+        std::fs::create_dir_all(corpus.join(d)).unwrap();
+        let train: String = (0..docs)
+            .map(|i| format!("{{\"text\": \"document {i:04} of domain {d}, some words\"}}\n"))
+            .collect();
+        std::fs::write(corpus.join(d).join("train.jsonl"), train).unwrap();
+        std::fs::write(
+            corpus.join(d).join("val.jsonl"),
+            "{\"text\": \"held out\"}\n",
+        )
+        .unwrap();
+    }
+    let cache = dir.path().join("cache");
+    stdout_of(
+        mixopt()
+            .arg("prepare")
+            .arg("--domains-dir")
+            .arg(&corpus)
+            .arg("--cache")
+            .arg(&cache),
+    );
+    let manifest = json(&cache.join("manifest.json"));
+    let text = manifest.to_string();
+    assert!(text.contains("\"d\""), "{text}");
+
+    let law = dir.path().join("law.json");
+    write_known_law(&law);
+    let out = dir.path().join("w.json");
+    // The others each hold ~200 × 40 bytes = 8000 byte tokens; d ~800.
+    stdout_of(
+        optimize(&law, &out)
+            .args([
+                "--proposer",
+                "exact",
+                "--budget-tokens",
+                "8000",
+                "--max-epochs",
+                "2",
+            ])
+            .arg("--cache")
+            .arg(&cache),
+    );
+    let f = json(&out);
+    let cons = f["provenance"]["constraints"].as_array().unwrap();
+    let d = cons
+        .iter()
+        .find(|c| c["domain"] == "d")
+        .expect("d is capped");
+    let cap = d["max"].as_f64().unwrap();
+    assert!(cap > 0.1 && cap < 0.3, "cap {cap}");
+    assert!(d["max_from"].as_str().unwrap().contains("available tokens"));
+    let w = weights(&out);
+    assert!((w[3] - cap).abs() < 1e-3, "w_d = {}, cap {cap}", w[3]);
+    // --available overrides the cache for one domain: lift d's cap.
+    stdout_of(
+        optimize(&law, &out)
+            .args([
+                "--proposer",
+                "exact",
+                "--budget-tokens",
+                "8000",
+                "--max-epochs",
+                "2",
+            ])
+            .args(["--available", "d=1e9"])
+            .arg("--cache")
+            .arg(&cache),
+    );
+    assert!((weights(&out)[3] - 0.4006).abs() < 1e-3);
+}

@@ -370,6 +370,60 @@ fn a_mismatched_state_file_is_refused_with_the_field_named() {
     assert!(!out.status.success() && err.contains("s.json:1"), "{err}");
 }
 
+#[test]
+fn an_edited_state_file_is_refused_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reqs = requests(3, 4, 0);
+    let doremi = ["--reference", "d0=2.0,d1=2.2,d2=2.4"];
+    for (policy, field, extra) in [
+        ("odm", "r_hat", &[][..]),
+        ("aioli", "prev_losses", &[][..]),
+        ("doremi", "avg", &doremi[..]),
+        ("ado", "hist_loss", &[][..]),
+    ] {
+        let state = tmp.path().join(format!("{policy}.json"));
+        let mut args = vec!["--policy", policy, "--domains", "d0,d1,d2"];
+        args.extend_from_slice(extra);
+        online_lines(&args, &state, &reqs);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        // Drop one domain's entry from a per-domain vector.
+        let target = if field == "avg" {
+            &mut v["state"]["avg"]["sum"]
+        } else {
+            &mut v["state"][field]
+        };
+        if let Some(a) = target.as_array_mut() {
+            a.pop();
+        } else {
+            *target = serde_json::json!(["1.0"]);
+        }
+        std::fs::write(&state, v.to_string()).unwrap();
+        let out = Command::new(bin())
+            .arg("online")
+            .args(&args)
+            .arg("--state")
+            .arg(&state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                // The process may already have exited (refused): ignore EPIPE.
+                let _ = writeln!(c.stdin.take().unwrap(), "{}", reqs[0]);
+                c.wait_with_output()
+            })
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && !err.contains("panicked")
+                && err.contains(&format!("{policy}.json")),
+            "{policy}: {err}"
+        );
+    }
+}
+
 /// Send raw bytes, return (status, body) of the one response.
 fn http(port: u16, raw: &[u8]) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -77,7 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect(),
         (None, None) => bail!("give --weights or --trajectory"),
     };
-    let domains = phases[0].1.domains().to_vec();
+    let Some((_, first)) = phases.first() else {
+        bail!("nothing to export: the trajectory gave no phases");
+    };
+    let domains = first.domains().to_vec();
     let paths = match &args.paths {
         Some(p) => PathMap::load(p, &domains)?,
         None => PathMap::names_only(&domains),

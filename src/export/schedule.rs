@@ -163,24 +163,28 @@ impl Trajectory {
         if n == 0 {
             return Err(Error::invalid("--phases must be at least 1"));
         }
+        if total_steps == Some(0) {
+            return Err(Error::invalid("--total-steps must be at least 1"));
+        }
         let first = self.rows[0].step;
         let last = self.rows[self.rows.len() - 1].step;
-        let span = (last - first + 1) as f64;
+        // In f64: `last - first + 1` overflows u64 for a trajectory spanning every step.
+        let span = (last - first) as f64 + 1.0;
+        // Each row goes to the phase its step falls in (clamped, so float rounding
+        // of huge steps cannot drop a row).
+        let mut members: Vec<Vec<&TrajectoryRow>> = vec![Vec::new(); n];
+        for r in &self.rows {
+            let p = (((r.step - first) as f64 / span) * n as f64) as usize;
+            members[p.min(n - 1)].push(r);
+        }
         let mut phases: Vec<SchedulePhase> = Vec::new();
-        for p in 0..n {
-            let lo = first as f64 + span * p as f64 / n as f64;
-            let hi = first as f64 + span * (p + 1) as f64 / n as f64;
-            let members: Vec<&TrajectoryRow> = self
-                .rows
-                .iter()
-                .filter(|r| (r.step as f64) >= lo && (r.step as f64) < hi)
-                .collect();
+        for (p, members) in members.iter().enumerate() {
             if members.is_empty() {
                 // Fewer rows than phases in this span: merge into the previous phase.
                 continue;
             }
             let mut mean = vec![0.0; self.domains.len()];
-            for r in &members {
+            for r in members {
                 for (m, w) in mean.iter_mut().zip(&r.weights) {
                     *m += w / members.len() as f64;
                 }
@@ -188,12 +192,23 @@ impl Trajectory {
             let start = if phases.is_empty() {
                 0
             } else {
-                let frac = (lo - first as f64) / span;
+                let frac = p as f64 / n as f64;
                 match total_steps {
                     Some(total) => (frac * total as f64).round() as u64,
-                    None => lo.ceil() as u64,
+                    None => (first as f64 + span * frac).ceil() as u64,
                 }
             };
+            if let Some(prev) = phases.last() {
+                if start <= prev.start_step {
+                    return Err(Error::invalid(format!(
+                        "phase {} would start at step {start}, no later than phase {} \
+                         (step {}): use fewer --phases or a larger --total-steps",
+                        phases.len() + 1,
+                        phases.len(),
+                        prev.start_step
+                    )));
+                }
+            }
             phases.push(SchedulePhase {
                 start_step: start,
                 mixture: Mixture::from_scores(self.domains.clone(), &mean)?,
@@ -232,6 +247,27 @@ mod tests {
         assert_eq!(p[1].start_step, 500);
         // More phases than rows: empty spans merge away.
         assert_eq!(t.phases(40, None).unwrap().len(), 4);
+        // Too few total steps for the phases: an error, not phases sharing a start.
+        assert!(t.phases(3, Some(2)).is_err());
+        assert!(t.phases(1, Some(0)).is_err());
+    }
+
+    #[test]
+    fn huge_steps_neither_overflow_nor_drop_rows() {
+        let t = Trajectory::parse(
+            Path::new("t.csv"),
+            "step,w_a,w_b\n0,0.5,0.5\n18446744073709551615,0.1,0.9\n",
+        )
+        .unwrap();
+        let p = t.phases(2, None).unwrap();
+        assert_eq!(p.len(), 2);
+        assert!((p[1].mixture.weights()[0] - 0.1).abs() < 1e-12);
+        let t = Trajectory::parse(
+            Path::new("t.csv"),
+            "step,w_a,w_b\n18446744073709551615,0.5,0.5\n",
+        )
+        .unwrap();
+        assert_eq!(t.phases(3, None).unwrap().len(), 1);
     }
 
     #[test]

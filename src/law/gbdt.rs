@@ -18,12 +18,12 @@
 //! plus a 5-minute C++ build on every CI run. The algorithm is ~300 lines; on
 //! 512 runs × 17 domains a full fit takes well under a second.
 
+pub use super::trees::{FittedGbdt, Tree};
 use super::{FittedLaw, Hyper, MixingLaw};
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 /// Hyperparameters; defaults are LightGBM's (and RegMix's rounds/learning rate).
 #[derive(Debug, Clone, PartialEq)]
@@ -144,236 +144,6 @@ pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
 
 pub fn load(params: &serde_json::Value, n_domains: usize) -> Result<Box<dyn FittedLaw>> {
     Ok(Box::new(FittedGbdt::from_params(params, n_domains)?))
-}
-
-/// One regression tree in flat arrays. Node `i` is a leaf when
-/// `feature[i] < 0` (its output is `value[i]`); otherwise rows with
-/// `x[feature] <= threshold` go to `left[i]`, the rest to `right[i]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tree {
-    pub feature: Vec<i32>,
-    pub threshold: Vec<f64>,
-    pub left: Vec<u32>,
-    pub right: Vec<u32>,
-    pub value: Vec<f64>,
-}
-
-impl Tree {
-    #[inline]
-    fn predict(&self, x: &[f64]) -> f64 {
-        let mut i = 0usize;
-        loop {
-            let f = self.feature[i];
-            if f < 0 {
-                return self.value[i];
-            }
-            i = if x[f as usize] <= self.threshold[i] {
-                self.left[i]
-            } else {
-                self.right[i]
-            } as usize;
-        }
-    }
-
-    /// Structure check for a loaded tree: every child index points forward
-    /// (so prediction terminates) and features are in range.
-    fn check(&self, n_features: usize) -> bool {
-        let n = self.feature.len();
-        if n == 0
-            || [
-                self.threshold.len(),
-                self.left.len(),
-                self.right.len(),
-                self.value.len(),
-            ]
-            .iter()
-            .any(|&l| l != n)
-        {
-            return false;
-        }
-        (0..n).all(|i| {
-            let f = self.feature[i];
-            f < 0
-                || ((f as usize) < n_features
-                    && self.threshold[i].is_finite()
-                    && (self.left[i] as usize) > i
-                    && (self.left[i] as usize) < n
-                    && (self.right[i] as usize) > i
-                    && (self.right[i] as usize) < n)
-        }) && self.value.iter().all(|v| v.is_finite())
-    }
-}
-
-/// A fitted booster: `predict(x) = init + Σ_trees tree(x)` (shrinkage is
-/// already in the leaf values).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FittedGbdt {
-    pub init: f64,
-    pub trees: Vec<Tree>,
-    /// Rounds chosen by early stopping on the internal split (= trees.len()).
-    pub best_rounds: usize,
-    pub n_features: usize,
-    /// All trees' nodes packed for fast evaluation (built by `compile`).
-    #[serde(skip)]
-    packed: Packed,
-}
-
-impl PartialEq for FittedGbdt {
-    fn eq(&self, other: &Self) -> bool {
-        self.init == other.init && self.trees == other.trees && self.n_features == other.n_features
-    }
-}
-
-/// One packed node: rows go to `kids[x[feature] > threshold]`. A leaf
-/// points to itself on both sides, so every row can take exactly `depth`
-/// steps per tree with no data-dependent branch; its output is `value[node]`.
-#[derive(Debug, Clone, Copy, Default)]
-struct Node {
-    threshold: f64,
-    feature: u32,
-    kids: [u32; 2],
-}
-
-/// Every tree's nodes in one array, each tree's root and depth.
-#[derive(Debug, Clone, Default)]
-struct Packed {
-    nodes: Vec<Node>,
-    value: Vec<f64>,
-    roots: Vec<u32>,
-    depth: Vec<u32>,
-}
-
-/// Rows evaluated together per tree in `predict_batch`: the tree stays in
-/// L1 cache while a block of rows walks it level by level, and the rows'
-/// independent walks overlap in the CPU (a row-at-a-time walk stalls on a
-/// mispredicted branch at every level: ~5× slower on 1000-tree boosters).
-const BLOCK_ROWS: usize = 256;
-
-fn tree_depth(t: &Tree, i: usize) -> u32 {
-    if t.feature[i] < 0 {
-        0
-    } else {
-        1 + tree_depth(t, t.left[i] as usize).max(tree_depth(t, t.right[i] as usize))
-    }
-}
-
-impl FittedGbdt {
-    fn new(init: f64, trees: Vec<Tree>, n_features: usize) -> Self {
-        let mut f = FittedGbdt {
-            init,
-            best_rounds: trees.len(),
-            trees,
-            n_features,
-            packed: Packed::default(),
-        };
-        f.compile();
-        f
-    }
-
-    fn compile(&mut self) {
-        let mut p = Packed::default();
-        for t in &self.trees {
-            let base = p.nodes.len() as u32;
-            p.roots.push(base);
-            p.depth.push(tree_depth(t, 0));
-            for i in 0..t.feature.len() {
-                let me = base + i as u32;
-                if t.feature[i] < 0 {
-                    p.nodes.push(Node {
-                        threshold: 0.0,
-                        feature: 0,
-                        kids: [me, me],
-                    });
-                    p.value.push(t.value[i]);
-                } else {
-                    p.nodes.push(Node {
-                        threshold: t.threshold[i],
-                        feature: t.feature[i] as u32,
-                        kids: [base + t.left[i], base + t.right[i]],
-                    });
-                    p.value.push(0.0);
-                }
-            }
-        }
-        self.packed = p;
-    }
-}
-
-impl FittedGbdt {
-    pub fn from_params(params: &serde_json::Value, n_domains: usize) -> Result<Self> {
-        let mut f: FittedGbdt = serde_json::from_value(params.clone())
-            .map_err(|e| Error::invalid(format!("gbdt law params: {e}")))?;
-        if f.n_features != n_domains {
-            return Err(Error::invalid(format!(
-                "gbdt law params: fit on {} domains, law has {n_domains}",
-                f.n_features
-            )));
-        }
-        if !f.init.is_finite() || f.trees.iter().any(|t| !t.check(n_domains)) {
-            return Err(Error::invalid(
-                "gbdt law params: a tree is malformed (child index, feature or value)",
-            ));
-        }
-        f.compile();
-        Ok(f)
-    }
-}
-
-impl FittedLaw for FittedGbdt {
-    fn predict(&self, x: &[f64]) -> f64 {
-        let p = &self.packed;
-        let mut sum = self.init;
-        for (&root, &depth) in p.roots.iter().zip(&p.depth) {
-            let mut i = root as usize;
-            for _ in 0..depth {
-                let n = &p.nodes[i];
-                i = n.kids[(x[n.feature as usize] > n.threshold) as usize] as usize;
-            }
-            sum += p.value[i];
-        }
-        sum
-    }
-
-    fn predict_batch(&self, rows: &[Vec<f64>]) -> Vec<f64> {
-        let p = &self.packed;
-        let d = self.n_features;
-        let mut out = vec![self.init; rows.len()];
-        let mut flat = vec![0.0; BLOCK_ROWS * d];
-        let mut idx = [0u32; BLOCK_ROWS];
-        for (block, out) in rows.chunks(BLOCK_ROWS).zip(out.chunks_mut(BLOCK_ROWS)) {
-            let m = block.len();
-            for (r, row) in block.iter().enumerate() {
-                flat[r * d..(r + 1) * d].copy_from_slice(&row[..d]);
-            }
-            for (&root, &depth) in p.roots.iter().zip(&p.depth) {
-                idx[..m].fill(root);
-                for _ in 0..depth {
-                    for (r, i) in idx[..m].iter_mut().enumerate() {
-                        // SAFETY: `*i` starts at a root and only ever takes a
-                        // `kids` value; `compile` builds both from trees that
-                        // `Tree::check` (on load) or `grow` (on fit) keep in
-                        // range of `nodes`, and `feature < d` for every node,
-                        // so `r * d + feature < m * d <= flat.len()`. This is
-                        // the innermost loop of 1e6-candidate simulations;
-                        // bounds checks cost ~40% of it.
-                        unsafe {
-                            let n = p.nodes.get_unchecked(*i as usize);
-                            let x = *flat.get_unchecked(r * d + n.feature as usize);
-                            *i = *n.kids.get_unchecked((x > n.threshold) as usize);
-                        }
-                    }
-                }
-                for (o, &i) in out.iter_mut().zip(&idx[..m]) {
-                    *o += p.value[i as usize];
-                }
-            }
-        }
-        out
-    }
-
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// Per-feature bin boundaries: value v falls in bin `#{b : b < v}`, so
@@ -685,12 +455,23 @@ mod tests {
         assert_eq!(f.predict(&x[5]), g.predict(&x[5]));
         assert!(load(&f.params(), 4).is_err());
         let mut p = f.params();
-        if let Some(t) = p["trees"][0]["left"].as_array_mut() {
-            if !t.is_empty() {
-                t[0] = serde_json::json!(0);
-                assert!(load(&p, 3).is_err(), "self-loop must be refused");
-            }
+        let tree = p["trees"][0].as_str().unwrap().to_string();
+        let root = tree.split(' ').next().unwrap();
+        if !root.starts_with('=') {
+            // Point the root's left child at itself: a loop must be refused.
+            let parts: Vec<&str> = root.split(':').collect();
+            let looped = format!("{}:{}:0:{}", parts[0], parts[1], parts[3]);
+            p["trees"][0] = serde_json::json!(tree.replacen(root, &looped, 1));
+            assert!(load(&p, 3).is_err(), "self-loop must be refused");
         }
+        p["trees"][0] = serde_json::json!("1:0.5:x:2");
+        assert!(load(&p, 3).err().unwrap().to_string().contains("node 0"));
+        let t = &FittedGbdt::from_params(&f.params(), 3).unwrap().trees[0];
+        assert_eq!(
+            &Tree::decode(&t.encode()).unwrap(),
+            t,
+            "round trip is exact"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod gbdt;
 pub mod linear;
 pub mod loglinear;
 pub mod target;
+pub mod trees;
 
 pub use cv::{cross_validate, pearson, score, spearman, CvReport, Score};
 pub use target::Target;

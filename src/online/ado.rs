@@ -217,6 +217,46 @@ impl Ado {
     }
 }
 
+impl Ado {
+    /// Validate a state read back from disk (see `super::restore`).
+    pub(crate) fn checked(self) -> Result<Self> {
+        let k = self.domains.len();
+        let prior = Mixture::new(self.domains.clone(), self.prior.clone())?;
+        Ado::new(&prior, &super::overrides_of(&self.params)?)?;
+        Mixture::new(self.domains.clone(), self.pi.clone())?;
+        super::check_lens(
+            k,
+            &[
+                ("credit", self.credit.len()),
+                ("hist_ln_n", self.hist_ln_n.len()),
+                ("hist_loss", self.hist_loss.len()),
+                ("laws", self.laws.len()),
+                ("n_points", self.n_points.len()),
+                ("tokens", self.tokens.len()),
+                ("avg.sum", self.avg.len()),
+            ],
+        )?;
+        for (i, (n, l)) in self.hist_ln_n.iter().zip(&self.hist_loss).enumerate() {
+            if n.len() != l.len() || n.len() > self.params.max_points {
+                return Err(Error::invalid(format!(
+                    "history of {:?}: {} token counts, {} losses (at most {} points)",
+                    self.domains[i],
+                    n.len(),
+                    l.len(),
+                    self.params.max_points
+                )));
+            }
+        }
+        if let Some(l) = self.laws.iter().find(|l| !(l.is_empty() || l.len() == 3)) {
+            return Err(Error::invalid(format!(
+                "field laws: a law has {} numbers, not 3",
+                l.len()
+            )));
+        }
+        Ok(self)
+    }
+}
+
 impl OnlinePolicy for Ado {
     fn name(&self) -> &'static str {
         "ado"

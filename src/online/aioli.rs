@@ -179,6 +179,27 @@ impl Aioli {
     }
 }
 
+impl Aioli {
+    /// Validate a state read back from disk (see `super::restore`).
+    pub(crate) fn checked(self) -> Result<Self> {
+        let k = self.domains.len();
+        let prior = Mixture::new(self.domains.clone(), self.prior.clone())?;
+        Aioli::new(&prior, &super::overrides_of(&self.params)?)?;
+        Mixture::new(self.domains.clone(), self.p.clone())?;
+        Mixture::new(self.domains.clone(), self.sampling.clone())?;
+        let mut lens = vec![("graph", self.graph.len()), ("avg.sum", self.avg.len())];
+        lens.extend(self.graph.iter().map(|row| ("graph row", row.len())));
+        if let Some(v) = &self.ema_graph_colsum {
+            lens.push(("ema_graph_colsum", v.len()));
+        }
+        if let Some(v) = &self.prev_losses {
+            lens.push(("prev_losses", v.len()));
+        }
+        super::check_lens(k, &lens)?;
+        Ok(self)
+    }
+}
+
 impl OnlinePolicy for Aioli {
     fn name(&self) -> &'static str {
         "aioli"

@@ -94,6 +94,16 @@ impl DoReMi {
     }
 }
 
+impl DoReMi {
+    /// Validate a state read back from disk (see `super::restore`).
+    pub(crate) fn checked(self) -> Result<Self> {
+        let alpha = Mixture::new(self.domains.clone(), self.alpha.clone())?;
+        DoReMi::new(&alpha, &self.reference, &super::overrides_of(&self.params)?)?;
+        super::check_lens(self.domains.len(), &[("avg.sum", self.avg.len())])?;
+        Ok(self)
+    }
+}
+
 impl OnlinePolicy for DoReMi {
     fn name(&self) -> &'static str {
         "doremi"

@@ -216,13 +216,38 @@ pub fn restore(kind: PolicyKind, state: serde_json::Value) -> Result<Box<dyn Onl
     fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value, what: &str) -> Result<T> {
         serde_json::from_value(v).map_err(|e| Error::invalid(format!("{what} state: {e}")))
     }
+    // A state file may have been edited or truncated: check its shape and
+    // parameters before any update indexes into it.
     let p: Box<dyn OnlinePolicy> = match kind {
-        PolicyKind::Odm => Box::new(de::<odm::Odm>(state, "odm")?),
-        PolicyKind::Aioli => Box::new(de::<aioli::Aioli>(state, "aioli")?),
-        PolicyKind::Doremi => Box::new(de::<doremi::DoReMi>(state, "doremi")?),
-        PolicyKind::Ado => Box::new(de::<ado::Ado>(state, "ado")?),
+        PolicyKind::Odm => Box::new(de::<odm::Odm>(state, "odm")?.checked()?),
+        PolicyKind::Aioli => Box::new(de::<aioli::Aioli>(state, "aioli")?.checked()?),
+        PolicyKind::Doremi => Box::new(de::<doremi::DoReMi>(state, "doremi")?.checked()?),
+        PolicyKind::Ado => Box::new(de::<ado::Ado>(state, "ado")?.checked()?),
     };
     Ok(p)
+}
+
+/// A restored state's parameters as `--param` overrides, so the policy's own
+/// constructor validates them.
+pub(crate) fn overrides_of<P: Serialize>(
+    params: &P,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::to_value(params) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(Error::invalid("parameters not an object")),
+    }
+}
+
+/// Every per-domain vector of a restored state has one entry per domain.
+pub(crate) fn check_lens(k: usize, fields: &[(&str, usize)]) -> Result<()> {
+    for (name, len) in fields {
+        if *len != k {
+            return Err(Error::invalid(format!(
+                "field {name} has {len} entries for {k} domains"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Softmax of `x` into `out` (max-shifted).
@@ -272,6 +297,11 @@ impl Average {
             *s += x;
         }
         self.n += 1;
+    }
+
+    /// Entries (for checking a restored state).
+    pub fn len(&self) -> usize {
+        self.sum.len()
     }
 
     /// The average, or `fallback` before anything was added.

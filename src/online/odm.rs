@@ -106,6 +106,20 @@ impl Odm {
     }
 }
 
+impl Odm {
+    /// Validate a state read back from disk (see `super::restore`).
+    pub(crate) fn checked(self) -> Result<Self> {
+        let prior = Mixture::new(self.domains.clone(), self.prior.clone())?;
+        Odm::new(&prior, &super::overrides_of(&self.params)?)?;
+        Mixture::new(self.domains.clone(), self.pi.clone())?;
+        super::check_lens(
+            self.domains.len(),
+            &[("r_hat", self.r_hat.len()), ("avg.sum", self.avg.len())],
+        )?;
+        Ok(self)
+    }
+}
+
 impl OnlinePolicy for Odm {
     fn name(&self) -> &'static str {
         "odm"

@@ -115,6 +115,13 @@ impl Service {
             }
             let policy = restore(file.policy, file.state)
                 .map_err(|e| Error::parse(path, 0, format!("field state: {e}")))?;
+            if policy.domains() != file.domains {
+                return Err(Error::parse(
+                    path,
+                    0,
+                    "field state.domains differs from field domains",
+                ));
+            }
             return Ok(Service {
                 kind: file.policy,
                 policy,

@@ -164,8 +164,15 @@ impl ProxyModel {
             let q = candle_nn::rotary_emb::rope_slow(&heads(&blk.wq)?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_slow(&heads(&blk.wk)?, &cos, &sin)?;
             let v = heads(&blk.wv)?;
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+            let scores = q.matmul(&k.t()?)?;
+            let att = if scores.device().is_cpu() {
+                scores.apply_op1(super::ops::CausalSoftmax {
+                    scale: scale as f32,
+                })?
+            } else {
+                let att = (scores * scale)?.broadcast_add(&mask)?;
+                candle_nn::ops::softmax(&att, D::Minus1)?
+            };
             let y =
                 att.matmul(&v)?
                     .transpose(1, 2)?
@@ -186,10 +193,13 @@ impl ProxyModel {
         let targets = window.narrow(1, 1, t1 - 1)?;
         let logits = self.forward(&inputs)?;
         let v = logits.dim(D::Minus1)?;
-        candle_nn::loss::cross_entropy(
-            &logits.reshape((b * (t1 - 1), v))?,
-            &targets.reshape(b * (t1 - 1))?,
-        )
+        let logits = logits.reshape((b * (t1 - 1), v))?;
+        let targets = targets.contiguous()?.reshape(b * (t1 - 1))?;
+        if logits.device().is_cpu() {
+            logits.apply_op2(&targets, super::ops::CrossEntropy)
+        } else {
+            candle_nn::loss::cross_entropy(&logits, &targets)
+        }
     }
 }
 

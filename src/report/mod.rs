@@ -87,15 +87,7 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
             inputs.law.display()
         ))
     })?;
-    let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
-    let oof = out_of_fold(file, &data.weights, &y)?;
-    let cv = score_predictions(&oof, &y);
-    let stored = file.cv.score();
-    let same =
-        |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0) || (a.is_nan() && b.is_nan());
-    let matches =
-        cv.n == stored.n && same(cv.mse, stored.mse) && same(cv.spearman, stored.spearman);
-
+    // Every input is read and checked before the (slow) cross-validation refit.
     let uniform = Mixture::uniform(file.domains.clone())?;
     let natural = file.prior_mixture()?;
     let optimized = match &inputs.weights {
@@ -110,6 +102,14 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         Some(p) => Some(Trajectory::load(p)?),
         None => None,
     };
+    let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
+    let oof = out_of_fold(file, &data.weights, &y)?;
+    let cv = score_predictions(&oof, &y);
+    let stored = file.cv.score();
+    let same =
+        |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0) || (a.is_nan() && b.is_nan());
+    let matches =
+        cv.n == stored.n && same(cv.mse, stored.mse) && same(cv.spearman, stored.spearman);
 
     let mut html = String::new();
     html.push_str(HEAD);
