@@ -312,6 +312,8 @@ fn malformed_lines_get_errors_and_leave_the_state_alone() {
         "{\"step\":1,\"losses\":{\"a\":1.0}}".to_string(),
         "[1,2,3]".to_string(),
         "\u{1}\u{2}".to_string(),
+        // Finite, but its importance-weighted reward overflows to inf.
+        "{\"step\":6,\"losses\":{\"a\":1e308}}".to_string(),
     ];
     let out = online_lines(&args, &state, &bad);
     assert_eq!(out.len(), 1 + bad.len(), "{out:?}");

@@ -145,16 +145,26 @@ impl OnlinePolicy for Odm {
         }
         let k = self.domains.len();
         let a = self.params.alpha;
-        for i in 0..k {
-            if let Some(l) = obs.losses[i] {
+        // Computed aside so that an overflowing reward leaves the policy unchanged.
+        let mut r_hat = self.r_hat.clone();
+        for (i, (r_i, l)) in r_hat.iter_mut().zip(obs.losses).enumerate() {
+            if let Some(l) = l {
                 // π_i > 0 always after the first update (ε_t > 0); a zero prior
                 // weight before it means the domain cannot have been sampled.
                 if self.pi[i] > 0.0 {
                     let r = self.params.reward_scale * l / self.pi[i];
-                    self.r_hat[i] = a * self.r_hat[i] + (1.0 - a) * r;
+                    *r_i = a * *r_i + (1.0 - a) * r;
                 }
             }
+            if !(self.eps_prev * *r_i).is_finite() {
+                return Err(Error::invalid(format!(
+                    "losses.{}: {:e} overflows the importance-weighted reward (is it a loss in nats?)",
+                    self.domains[i],
+                    l.unwrap_or(f64::NAN)
+                )));
+            }
         }
+        self.r_hat = r_hat;
         self.t += 1;
         let eps = exploration_rate(k, self.t);
         let logits: Vec<f64> = self.r_hat.iter().map(|r| self.eps_prev * r).collect();
@@ -184,6 +194,24 @@ impl OnlinePolicy for Odm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overflowing_loss_is_an_error_not_nan_weights() {
+        let prior = Mixture::uniform(vec!["a".into(), "b".into()]).unwrap();
+        let mut odm = Odm::new(&prior, &serde_json::Map::new()).unwrap();
+        let (losses, tokens) = ([Some(1e308), Some(1.0)], [None, None]);
+        let obs = Observation {
+            step: 1,
+            losses: &losses,
+            tokens: &tokens,
+        };
+        let before = odm.to_state();
+        for _ in 0..3 {
+            assert!(odm.observe(&obs).is_err());
+        }
+        assert_eq!(odm.to_state(), before);
+        assert!(odm.weights().iter().all(|w| w.is_finite()));
+    }
 
     #[test]
     fn exploration_rate_matches_the_formula() {

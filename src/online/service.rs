@@ -237,6 +237,17 @@ impl Service {
         };
         let mut policy = self.policy.boxed_clone();
         let changed = policy.observe(&obs)?.is_some();
+        // A policy must never answer with weights that are not a mixture (and
+        // NaN is not even JSON): refuse the update instead.
+        if let Some((d, w)) = domains
+            .iter()
+            .zip(policy.weights())
+            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+        {
+            return Err(Error::invalid(format!(
+                "this update would make weight of {d} {w}; update refused (are the losses in nats?)"
+            )));
+        }
         Ok(Pending {
             policy,
             step: req.step,

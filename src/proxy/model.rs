@@ -76,8 +76,14 @@ impl Init<'_> {
     }
 }
 
-/// RMSNorm from basic ops (candle's fused one has no backward).
+/// RMSNorm: our fused op on the CPU, basic ops elsewhere (candle's own fused
+/// norm has no backward).
 fn rms_norm(x: &Tensor, gain: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() {
+        return x
+            .contiguous()?
+            .apply_op2(gain, super::ops::RmsNorm { eps: 1e-5 });
+    }
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(gain)
 }

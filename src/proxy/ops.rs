@@ -5,7 +5,8 @@
 //! over the `[B, H, T, T]` score tensor forward (scale, mask add, max, sub, exp,
 //! sum, div) and more backward, each allocating a tensor of that size; on the
 //! CPU those passes cost more than the attention matmuls. Candle's own fused
-//! `softmax_last_dim` has no backward (DESIGN.md, "Known pitfalls"). Each op
+//! `softmax_last_dim` and `rms_norm` have no backward (DESIGN.md, "Known
+//! pitfalls"); RMSNorm from basic ops is six passes. Each op
 //! here is tested against the unfused composition, forward and gradient.
 //!
 //! CPU only: on other devices the model uses the unfused ops.
@@ -96,6 +97,136 @@ impl CustomOp2 for SoftmaxBwd {
             }
         }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// RMSNorm `y = x / sqrt(mean(x²) + eps) · gain` over the last dimension, in
+/// one pass (the basic-op version is six, each with its own backward).
+pub struct RmsNorm {
+    pub eps: f32,
+}
+
+/// `1 / sqrt(mean(row²) + eps)`.
+fn inv_rms(row: &[f32], eps: f32) -> f32 {
+    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let gain = contiguous_f32(s2, l2, self.name())?;
+        let d = gain.len();
+        if l1.dims().last() != Some(&d) {
+            candle_core::bail!("rms-norm: gain of {d} for rows of {:?}", l1.dims());
+        }
+        let mut out = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            let r = inv_rms(xr, self.eps);
+            for ((y, v), g) in yr.iter_mut().zip(xr).zip(gain) {
+                *y = v * r * g;
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gain: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let dx = x.apply_op3_no_bwd(gain, &g, &RmsNormBwdX { eps: self.eps })?;
+        let dgain = x.apply_op2_no_bwd(&g, &RmsNormBwdGain { eps: self.eps })?;
+        Ok((Some(dx), Some(dgain)))
+    }
+}
+
+/// `dx = r·(g⊙gain) − x·r³/d·Σ_k g_k gain_k x_k` per row, `r = inv_rms(x)`.
+struct RmsNormBwdX {
+    eps: f32,
+}
+
+impl candle_core::CustomOp3 for RmsNormBwdX {
+    fn name(&self) -> &'static str {
+        "rms-norm-bwd-x"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let gain = contiguous_f32(s2, l2, self.name())?;
+        let g = contiguous_f32(s3, l3, self.name())?;
+        let d = gain.len();
+        let mut out = vec![0f32; x.len()];
+        for ((xr, gr), dr) in x
+            .chunks_exact(d)
+            .zip(g.chunks_exact(d))
+            .zip(out.chunks_exact_mut(d))
+        {
+            let r = inv_rms(xr, self.eps);
+            let dot: f32 = xr
+                .iter()
+                .zip(gr)
+                .zip(gain)
+                .map(|((a, b), c)| a * b * c)
+                .sum();
+            let k = r * r * r * dot / d as f32;
+            for (((o, a), b), c) in dr.iter_mut().zip(xr).zip(gr).zip(gain) {
+                *o = r * b * c - a * k;
+            }
+        }
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `dgain_j = Σ_rows g_j · x_j · r`.
+struct RmsNormBwdGain {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNormBwdGain {
+    fn name(&self) -> &'static str {
+        "rms-norm-bwd-gain"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let g = contiguous_f32(s2, l2, self.name())?;
+        let d = *l1.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; d];
+        for (xr, gr) in x.chunks_exact(d).zip(g.chunks_exact(d)) {
+            let r = inv_rms(xr, self.eps);
+            for ((o, a), b) in out.iter_mut().zip(xr).zip(gr) {
+                *o += a * b * r;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(d)))
     }
 }
 
@@ -268,6 +399,60 @@ mod tests {
         assert!(diff(gf, gp) < 1e-5, "{}", diff(gf, gp));
         let norm: f32 = gp.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert!(norm > 1e-3, "the check must compare non-trivial gradients");
+    }
+
+    #[test]
+    fn rms_norm_matches_unfused_forward_and_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, (2, 3, 8), &dev).unwrap()).unwrap();
+        let gain = Var::from_tensor(&Tensor::randn(1f32, 0.3, 8, &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap();
+        let fused = x
+            .as_tensor()
+            .apply_op2(gain.as_tensor(), RmsNorm { eps: 1e-5 })
+            .unwrap();
+        let ms = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .mean_keepdim(D::Minus1)
+            .unwrap();
+        let plain = x
+            .as_tensor()
+            .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(gain.as_tensor())
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(&fused, &plain) < 1e-5);
+        let gf = (&fused * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gp = (&plain * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &gain] {
+            let (a, b) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gp.get(v.as_tensor()).unwrap(),
+            );
+            assert!(diff(a, b) < 1e-4, "{}", diff(a, b));
+        }
     }
 
     #[test]
