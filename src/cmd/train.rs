@@ -51,6 +51,9 @@ pub struct Args {
     /// CPU threads for matrix products (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the proxy trains: cpu, or cuda:N (build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Override the preset's number of optimizer steps.
     #[arg(long)]
     pub steps: Option<usize>,
@@ -214,6 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let opts = TrainOptions {
         seed: args.seed,
+        device: crate::proxy::parse_device(&args.device)?,
         ..TrainOptions::default()
     };
 
