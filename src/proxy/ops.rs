@@ -337,10 +337,21 @@ impl CustomOp2 for CrossEntropyBwd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::backprop::GradStore;
     use candle_core::{Device, Var, D};
 
-    fn unfused(x: &Tensor, scale: f64) -> Tensor {
-        let t = x.dim(D::Minus1).unwrap();
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.max_all()?.to_scalar()
+    }
+
+    /// Gradients of the random linear functional `Σ y ⊙ w` (an incoming
+    /// gradient that is not all ones).
+    fn grads(y: &Tensor, w: &Tensor) -> Result<GradStore> {
+        (y * w)?.sum_all()?.backward()
+    }
+
+    fn unfused_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
+        let t = x.dim(D::Minus1)?;
         let mask: Vec<f32> = (0..t * t)
             .map(|i| {
                 if i % t > i / t {
@@ -350,137 +361,64 @@ mod tests {
                 }
             })
             .collect();
-        let mask = Tensor::from_vec(mask, (t, t), x.device()).unwrap();
-        let z = (x * scale).unwrap().broadcast_add(&mask).unwrap();
-        candle_nn::ops::softmax(&z, D::Minus1).unwrap()
+        let mask = Tensor::from_vec(mask, (t, t), x.device())?;
+        candle_nn::ops::softmax(&(x * scale)?.broadcast_add(&mask)?, D::Minus1)
     }
 
     #[test]
-    fn causal_softmax_matches_unfused_forward_and_gradient() {
+    fn causal_softmax_matches_unfused_forward_and_gradient() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 5, 5), &dev).unwrap()).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (2, 3, 5, 5), &dev).unwrap();
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 5, 5), &dev)?)?;
+        let w = Tensor::randn(0f32, 1.0, (2, 3, 5, 5), &dev)?;
         let scale = 0.37;
-        let fused = x
-            .as_tensor()
-            .apply_op1(CausalSoftmax {
-                scale: scale as f32,
-            })
-            .unwrap();
-        let plain = unfused(x.as_tensor(), scale);
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(diff(&fused, &plain) < 1e-6);
-        // Gradients of a random linear functional of each.
-        let gf = (&fused * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gp = (&plain * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let (gf, gp) = (
-            gf.get(x.as_tensor()).unwrap(),
-            gp.get(x.as_tensor()).unwrap(),
-        );
-        assert!(diff(gf, gp) < 1e-5, "{}", diff(gf, gp));
-        let norm: f32 = gp.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        let fused = x.as_tensor().apply_op1(CausalSoftmax {
+            scale: scale as f32,
+        })?;
+        let plain = unfused_softmax(x.as_tensor(), scale)?;
+        assert!(max_diff(&fused, &plain)? < 1e-6);
+        let (gf, gp) = (grads(&fused, &w)?, grads(&plain, &w)?);
+        let (gf, gp) = (gf.get(&x).unwrap(), gp.get(&x).unwrap());
+        assert!(max_diff(gf, gp)? < 1e-5);
+        let norm: f32 = gp.abs()?.sum_all()?.to_scalar()?;
         assert!(norm > 1e-3, "the check must compare non-trivial gradients");
+        Ok(())
     }
 
     #[test]
-    fn rms_norm_matches_unfused_forward_and_gradients() {
+    fn rms_norm_matches_unfused_forward_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, (2, 3, 8), &dev).unwrap()).unwrap();
-        let gain = Var::from_tensor(&Tensor::randn(1f32, 0.3, 8, &dev).unwrap()).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev).unwrap();
-        let fused = x
-            .as_tensor()
-            .apply_op2(gain.as_tensor(), RmsNorm { eps: 1e-5 })
-            .unwrap();
-        let ms = x
-            .as_tensor()
-            .sqr()
-            .unwrap()
-            .mean_keepdim(D::Minus1)
-            .unwrap();
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, (2, 3, 8), &dev)?)?;
+        let gain = Var::from_tensor(&Tensor::randn(1f32, 0.3, 8, &dev)?)?;
+        let w = Tensor::randn(0f32, 1.0, (2, 3, 8), &dev)?;
+        let fused = x.as_tensor().apply_op2(&gain, RmsNorm { eps: 1e-5 })?;
+        let ms = x.as_tensor().sqr()?.mean_keepdim(D::Minus1)?;
         let plain = x
             .as_tensor()
-            .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
-            .unwrap()
-            .broadcast_mul(gain.as_tensor())
-            .unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(diff(&fused, &plain) < 1e-5);
-        let gf = (&fused * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gp = (&plain * &w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+            .broadcast_div(&(ms + 1e-5)?.sqrt()?)?
+            .broadcast_mul(&gain)?;
+        assert!(max_diff(&fused, &plain)? < 1e-5);
+        let (gf, gp) = (grads(&fused, &w)?, grads(&plain, &w)?);
         for v in [&x, &gain] {
-            let (a, b) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gp.get(v.as_tensor()).unwrap(),
-            );
-            assert!(diff(a, b) < 1e-4, "{}", diff(a, b));
+            let (a, b) = (gf.get(v).unwrap(), gp.get(v).unwrap());
+            assert!(max_diff(a, b)? < 1e-4, "{}", max_diff(a, b)?);
         }
+        Ok(())
     }
 
     #[test]
-    fn cross_entropy_matches_candle_forward_and_gradient() {
+    fn cross_entropy_matches_candle_forward_and_gradient() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (7, 11), &dev).unwrap()).unwrap();
-        let t = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev).unwrap();
-        let fused = x.as_tensor().apply_op2(&t, CrossEntropy).unwrap();
-        let plain = candle_nn::loss::cross_entropy(x.as_tensor(), &t).unwrap();
-        let (a, b): (f32, f32) = (fused.to_scalar().unwrap(), plain.to_scalar().unwrap());
-        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (7, 11), &dev)?)?;
+        let t = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev)?;
+        let fused = x.as_tensor().apply_op2(&t, CrossEntropy)?;
+        let plain = candle_nn::loss::cross_entropy(&x, &t)?;
+        assert!(max_diff(&fused, &plain)? < 1e-5);
         // Scale the loss so the incoming gradient is not 1.
-        let gf = (fused * 2.5).unwrap().backward().unwrap();
-        let gp = (plain * 2.5).unwrap().backward().unwrap();
-        let (gf, gp) = (
-            gf.get(x.as_tensor()).unwrap(),
-            gp.get(x.as_tensor()).unwrap(),
-        );
-        let diff: f32 = (gf - gp)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(diff < 1e-6, "{diff}");
-        let bad = Tensor::new(&[0u32, 3, 11, 5, 5, 1, 9], &dev).unwrap();
+        let scale = Tensor::new(2.5f32, &dev)?;
+        let (gf, gp) = (grads(&fused, &scale)?, grads(&plain, &scale)?);
+        assert!(max_diff(gf.get(&x).unwrap(), gp.get(&x).unwrap())? < 1e-6);
+        let bad = Tensor::new(&[0u32, 3, 11, 5, 5, 1, 9], &dev)?;
         assert!(x.as_tensor().apply_op2(&bad, CrossEntropy).is_err());
+        Ok(())
     }
 }
