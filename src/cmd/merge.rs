@@ -2,6 +2,7 @@
 //! I/N` on several machines) into one, de-duplicating runs and refusing tables
 //! that come from different sweep configurations.
 
+use crate::store::import::read_sidecar;
 use crate::store::runs::{read_runs, RunRecord, RunsWriter};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
@@ -36,24 +37,11 @@ fn config_hash_of(path: &Path, rows: &[RunRecord]) -> anyhow::Result<Option<Stri
         }
         return Ok(Some(first.config_hash.clone()));
     }
-    Ok(read_meta(path)?.and_then(|m| {
+    Ok(read_sidecar(path)?.and_then(|(_, m)| {
         m.get("config_hash")
             .and_then(|h| h.as_str())
             .map(str::to_string)
     }))
-}
-
-fn read_meta(runs: &Path) -> anyhow::Result<Option<serde_json::Value>> {
-    for meta in crate::store::meta_paths(runs) {
-        if meta.exists() {
-            let text =
-                std::fs::read_to_string(&meta).with_context(|| meta.display().to_string())?;
-            let v = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", meta.display()))?;
-            return Ok(Some(v));
-        }
-    }
-    Ok(None)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -121,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, &args.out)
         .with_context(|| format!("renaming {} to {}", tmp.display(), args.out.display()))?;
-    if let Some(mut meta) = read_meta(&args.inputs[0])? {
+    if let Some((_, mut meta)) = read_sidecar(&args.inputs[0])? {
         if let Some(obj) = meta.as_object_mut() {
             obj.remove("shard");
             obj.insert(

@@ -10,7 +10,6 @@ use crate::optimize::exact::Exact;
 use crate::optimize::simulate::Simulate;
 use crate::optimize::{ConstraintSpec, ProposeContext, Proposer};
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -214,10 +213,9 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         })
         .collect();
 
-    let law_bytes = std::fs::read(&args.law).with_context(|| args.law.display().to_string())?;
     let provenance = serde_json::json!({
         "law": args.law.display().to_string(),
-        "law_sha256": hex::encode(Sha256::digest(&law_bytes)),
+        "law_sha256": crate::store::sha256_file(&args.law)?,
         "law_kind": law_file.kind,
         "seed": args.seed,
         "prior": natural.to_map(),

@@ -355,14 +355,6 @@ impl OnlinePolicy for Ado {
     fn result(&self) -> Mixture {
         self.avg.mixture(&self.domains, &self.pi)
     }
-
-    fn to_state(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn boxed_clone(&self) -> Box<dyn OnlinePolicy> {
-        Box::new(self.clone())
-    }
 }
 
 #[cfg(test)]

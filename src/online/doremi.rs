@@ -150,12 +150,4 @@ impl OnlinePolicy for DoReMi {
     fn result(&self) -> Mixture {
         self.avg.mixture(&self.domains, &self.alpha)
     }
-
-    fn to_state(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn boxed_clone(&self) -> Box<dyn OnlinePolicy> {
-        Box::new(self.clone())
-    }
 }

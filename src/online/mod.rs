@@ -85,7 +85,7 @@ pub enum LossRequest {
 
 /// An online mixing policy. Implementations are deterministic functions of
 /// their observation history, serializable with [`OnlinePolicy::to_state`].
-pub trait OnlinePolicy: Send + std::fmt::Debug {
+pub trait OnlinePolicy: PolicyState + Send + std::fmt::Debug {
     /// `odm`, `aioli`, `doremi` or `ado`.
     fn name(&self) -> &'static str;
     fn domains(&self) -> &[String];
@@ -100,9 +100,24 @@ pub trait OnlinePolicy: Send + std::fmt::Debug {
     /// weights the policy chose (DoReMi's definition of its output; for the
     /// others the token-weighted mixture the schedule amounted to).
     fn result(&self) -> Mixture;
+}
+
+/// Saving and copying a policy; every serializable, clonable policy gets it
+/// from the blanket impl below, so no policy file repeats it.
+pub trait PolicyState {
     /// Everything needed to resume (configuration and learned state).
     fn to_state(&self) -> serde_json::Value;
     fn boxed_clone(&self) -> Box<dyn OnlinePolicy>;
+}
+
+impl<T: OnlinePolicy + serde::Serialize + Clone + 'static> PolicyState for T {
+    fn to_state(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn boxed_clone(&self) -> Box<dyn OnlinePolicy> {
+        Box::new(self.clone())
+    }
 }
 
 /// The policies `--policy` / `--schedule` accept.

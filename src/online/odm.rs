@@ -181,19 +181,12 @@ impl OnlinePolicy for Odm {
     fn result(&self) -> Mixture {
         self.avg.mixture(&self.domains, &self.pi)
     }
-
-    fn to_state(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn boxed_clone(&self) -> Box<dyn OnlinePolicy> {
-        Box::new(self.clone())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::online::PolicyState;
 
     #[test]
     fn an_overflowing_loss_is_an_error_not_nan_weights() {

@@ -157,7 +157,6 @@ impl ProxyModel {
         let mut h = self.tok_emb.forward(ids)?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
-        let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for blk in &self.blocks {
             let x = rms_norm(&h, &blk.attn_norm)?;
@@ -176,6 +175,7 @@ impl ProxyModel {
                     scale: scale as f32,
                 })?
             } else {
+                let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
                 let att = (scores * scale)?.broadcast_add(&mask)?;
                 candle_nn::ops::softmax(&att, D::Minus1)?
             };

@@ -312,29 +312,35 @@ fn unique_ids(
     Ok(rows.iter().map(|(_, f)| f[idc].clone()).collect())
 }
 
+/// The sidecar a sweep writes beside its runs table (`<runs>.meta.json`, see
+/// `store::meta_paths`) as JSON, with the file it came from; None if absent.
+pub fn read_sidecar(data: &Path) -> Result<Option<(std::path::PathBuf, serde_json::Value)>> {
+    let Some(meta) = meta_paths(data).into_iter().find(|m| m.is_file()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&meta).at(&meta)?;
+    let value = serde_json::from_str(&text)
+        .map_err(|e| Error::parse(&meta, e.line(), format!("not JSON: {e}")))?;
+    Ok(Some((meta, value)))
+}
+
 /// The `"prior": {domain: weight}` a sweep records in the sidecar of its runs
-/// table (`<runs>.meta.json`, see `store::meta_paths`), if there is one.
+/// table, if there is one.
 pub fn read_sidecar_prior(data: &Path) -> Result<Option<BTreeMap<String, f64>>> {
-    for meta in meta_paths(data) {
-        if !meta.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&meta).at(&meta)?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::parse(&meta, e.line(), format!("not JSON: {e}")))?;
-        let Some(prior) = value.get("prior") else {
-            return Ok(None);
-        };
-        let prior: BTreeMap<String, f64> = serde_json::from_value(prior.clone()).map_err(|e| {
-            Error::parse(
-                &meta,
-                0,
-                format!("\"prior\" must map domain to weight: {e}"),
-            )
-        })?;
-        return Ok(Some(prior));
-    }
-    Ok(None)
+    let Some((meta, value)) = read_sidecar(data)? else {
+        return Ok(None);
+    };
+    let Some(prior) = value.get("prior") else {
+        return Ok(None);
+    };
+    let prior: BTreeMap<String, f64> = serde_json::from_value(prior.clone()).map_err(|e| {
+        Error::parse(
+            &meta,
+            0,
+            format!("\"prior\" must map domain to weight: {e}"),
+        )
+    })?;
+    Ok(Some(prior))
 }
 
 #[cfg(test)]

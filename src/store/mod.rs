@@ -45,6 +45,18 @@ impl Table {
 /// Parse CSV bytes (already read from `path`) into a `Table`. Every row must
 /// have as many fields as the header; blank lines are skipped.
 pub(crate) fn parse_table(path: &Path, bytes: &[u8]) -> Result<Table> {
+    parse_table_checked(path, bytes, |_| Ok(())).map(|(t, ())| t)
+}
+
+/// As `parse_table`, running `check` on the header as soon as it is read, so a
+/// file of the wrong kind is named as such before its rows are judged.
+pub(crate) fn parse_table_checked<T>(
+    path: &Path,
+    bytes: &[u8],
+    check: impl FnOnce(&[String]) -> Result<T>,
+) -> Result<(Table, T)> {
+    let mut check = Some(check);
+    let mut checked = None;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -97,6 +109,9 @@ pub(crate) fn parse_table(path: &Path, bytes: &[u8]) -> Result<Table> {
                         ));
                     }
                 }
+                if let Some(check) = check.take() {
+                    checked = Some(check(&h)?);
+                }
                 header = Some(h);
             }
             Some(h) => {
@@ -116,7 +131,8 @@ pub(crate) fn parse_table(path: &Path, bytes: &[u8]) -> Result<Table> {
         }
     }
     let header = header.ok_or_else(|| Error::parse(path, 0, "empty file: no header row"))?;
-    Ok(Table { header, rows })
+    let checked = checked.ok_or_else(|| Error::parse(path, 0, "empty file: no header row"))?;
+    Ok((Table { header, rows }, checked))
 }
 
 /// Maps byte offsets (non-decreasing) to 1-based line numbers in one pass.

@@ -10,7 +10,7 @@
 //! newline). Readers ignore such a torn line; `RunsWriter::open` truncates it
 //! away before appending, so a killed sweep loses at most the run in progress.
 
-use super::{parse_finite, parse_table, parse_u64, Table};
+use super::{parse_finite, parse_table_checked, parse_u64, Table};
 use crate::error::{Error, IoContext, Result};
 use crate::mixture::{check_domain_name, Mixture};
 use std::fs::{File, OpenOptions};
@@ -293,8 +293,8 @@ fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
 }
 
 fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, Vec<RunRecord>)> {
-    let Table { header, rows } = parse_table(path, bytes)?;
-    let domains = header_domains(path, &header)?;
+    let (Table { header, rows }, domains) =
+        parse_table_checked(path, bytes, |h| header_domains(path, h))?;
     let nf = FIXED_COLUMNS.len();
     let n = domains.len();
     let mut records = Vec::with_capacity(rows.len());
