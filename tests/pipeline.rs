@@ -132,6 +132,50 @@ fn train_learns_and_specializes() {
     assert!(curve.starts_with("step,loss\n") && curve.lines().count() > 3);
 }
 
+/// Data-parallel shards (`--threads N` splits each batch's rows) train the same
+/// model as one thread: the gradients differ only by float summation order.
+#[test]
+fn threads_shard_the_batch_without_changing_the_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = prepare(tmp.path());
+    let proxy = tmp.path().join("test.toml");
+    let run = |threads: &str| {
+        stdout_of(
+            mixopt()
+                .args([
+                    "train",
+                    "--seed",
+                    "3",
+                    "--steps",
+                    "12",
+                    "--threads",
+                    threads,
+                ])
+                .arg("--proxy")
+                .arg(&proxy)
+                .arg("--cache")
+                .arg(&cache),
+        )
+    };
+    let one = run("1");
+    // 8 rows in 3 shards: 2, 3 and 3 rows, so the shard losses are weighted.
+    for threads in ["2", "3"] {
+        let many = run(threads);
+        for d in ["alpha", "digits", "words"] {
+            let (a, b) = (val_loss(&one, d), val_loss(&many, d));
+            assert!(
+                (a - b).abs() < 2e-3,
+                "{d}: 1 thread {a}, {threads} threads {b}"
+            );
+        }
+        assert_eq!(
+            without_wall(&run(threads)),
+            without_wall(&many),
+            "{threads} threads twice"
+        );
+    }
+}
+
 /// Drops the wall-clock line so two runs' outputs compare equal.
 fn without_wall(s: &str) -> String {
     s.lines()

@@ -54,7 +54,7 @@ pub struct TrainBench {
     /// Untimed steps before the timed ones (allocator and cache warm-up).
     #[arg(long, default_value_t = 3)]
     pub warmup_steps: usize,
-    /// CPU threads for matrix products (both implementations).
+    /// CPU threads (mixopt: data-parallel row shards; PyTorch: intra-op threads).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Measurements of each implementation, interleaved.
@@ -178,7 +178,7 @@ fn bench_train(b: TrainBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.steps > 0, "--steps must be > 0");
     anyhow::ensure!(b.threads > 0, "--threads must be > 0");
     anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
-    crate::cmd::train::set_threads(b.threads);
+    crate::cmd::train::set_threads(1);
     let mut cfg = ProxyConfig::load(&b.proxy)?;
     cfg.n_steps = b.warmup_steps + b.steps;
     cfg.warmup_steps = cfg.warmup_steps.min(cfg.n_steps);
@@ -217,7 +217,7 @@ fn measure_all(
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for rep in 0..b.repeats {
-        let f = measure_mixopt(cfg, &cache, &mixture, b.warmup_steps, &b.device)?;
+        let f = measure_mixopt(cfg, &cache, &mixture, b.warmup_steps, b.threads, &b.device)?;
         print_row("mixopt", rep, &f, flops);
         ours.push(f.tokens_per_s);
         if b.vs_pytorch {
@@ -267,10 +267,12 @@ fn measure_mixopt(
     cache: &TokenCache,
     mixture: &Mixture,
     warmup_steps: usize,
+    threads: usize,
     device: &str,
 ) -> anyhow::Result<Figures> {
     let opts = TrainOptions {
         device: crate::proxy::parse_device(device)?,
+        threads,
         ..TrainOptions::default()
     };
     let mut timed_from = None;

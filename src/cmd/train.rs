@@ -48,7 +48,8 @@ pub struct Args {
     pub mixture: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// CPU threads for matrix products (default: all cores).
+    /// CPU threads: each batch is split into this many row shards trained
+    /// concurrently (data parallel; default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Where the proxy trains: cpu, or cuda:N (build with --features cuda).
@@ -90,8 +91,11 @@ pub struct Args {
     pub weights_out: Option<PathBuf>,
 }
 
-/// Set candle's matmul thread count (it reads RAYON_NUM_THREADS on every call).
-/// Called before any worker thread starts.
+/// Set candle's own intra-op thread count (it reads RAYON_NUM_THREADS on every
+/// matmul; its element-wise pool is sized on first use). mixopt keeps it at 1
+/// and parallelizes one level up instead (data-parallel shards within a run,
+/// concurrent runs in a sweep): measured faster than candle's intra-op threads,
+/// which leave every non-matmul op on one core. Called before any worker starts.
 pub fn set_threads(threads: usize) {
     std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
 }
@@ -189,10 +193,11 @@ pub fn trajectory_csv(domains: &[String], rows: &[TrajectoryRow]) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(t) = args.threads {
-        anyhow::ensure!(t > 0, "--threads must be > 0");
-        set_threads(t);
-    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(threads > 0, "--threads must be > 0");
+    set_threads(1);
     anyhow::ensure!(
         args.update_every_steps > 0,
         "--update-every-steps must be > 0"
@@ -218,6 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = TrainOptions {
         seed: args.seed,
         device: crate::proxy::parse_device(&args.device)?,
+        threads,
         ..TrainOptions::default()
     };
 

@@ -2,12 +2,14 @@
 //! candidate mixture, to measure how the mixture moves per-domain validation loss.
 //!
 //! `config` (presets from `proxies/*.toml`), `model` (the decoder in candle),
-//! `train` (the loop: sample a batch by mixture, step, evaluate per domain).
+//! `train` (the loop: sample a batch by mixture, step, evaluate per domain),
+//! `ops` and `optim` (fused CPU kernels and the fused AdamW step).
 
 pub mod config;
 pub mod device;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod train;
 
 pub use config::ProxyConfig;

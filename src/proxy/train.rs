@@ -9,16 +9,21 @@
 //! runs take the original code path, so they stay bit-identical for a seed.
 
 use super::config::ProxyConfig;
-use super::model::ProxyModel;
+use super::model::{Params, ProxyModel};
+use super::optim::{AdamWConfig, FusedAdamW};
 use crate::corpus::cache::{TokenCache, TokenView};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use rayon::ThreadPool;
+use std::ops::Range;
 use std::time::Instant;
 
 /// Per-run options that are not part of the preset.
@@ -29,6 +34,11 @@ pub struct TrainOptions {
     pub device: Device,
     /// Record the training loss every this many steps in `TrainReport::curve`.
     pub log_every_steps: usize,
+    /// CPU worker threads for this run: each step's batch is split into this
+    /// many row shards, whose forward and backward passes run concurrently
+    /// (data parallel; gradients summed before the step). Set candle's own
+    /// matmul threads to 1 when using more than one (`cmd::train::set_threads`).
+    pub threads: usize,
 }
 
 impl Default for TrainOptions {
@@ -37,6 +47,7 @@ impl Default for TrainOptions {
             seed: 0,
             device: Device::Cpu,
             log_every_steps: 10,
+            threads: 1,
         }
     }
 }
@@ -146,37 +157,66 @@ pub fn evaluate_windows(
     device: &Device,
     n_windows: usize,
 ) -> Result<Vec<f64>> {
-    let window = cfg.seq_len + 1;
-    let mut out = Vec::with_capacity(cache.domains().len());
-    let mut buf = Vec::new();
-    for (d, name) in cache.domains().iter().enumerate() {
-        let view = cache.val(d);
-        let offsets = eval_offsets(view.len(), window, n_windows.max(1));
-        if offsets.is_empty() {
-            return Err(Error::invalid(format!(
-                "domain {name:?}: validation split has {} tokens, fewer than one window of {window}",
-                view.len()
-            )));
-        }
-        let mut total = 0.0;
-        for chunk in offsets.chunks(cfg.batch_size) {
-            buf.resize(chunk.len() * window, 0);
-            for (row, &off) in buf.chunks_mut(window).zip(chunk) {
-                view.copy_to(off, row);
-            }
-            let ids = Tensor::from_slice(&buf, (chunk.len(), window), device)?;
-            let loss: f32 = model.loss(&ids)?.to_scalar()?;
-            total += loss as f64 * chunk.len() as f64;
-        }
-        let mean = total / offsets.len() as f64;
-        if !mean.is_finite() {
-            return Err(Error::invalid(format!(
-                "domain {name:?}: validation loss is {mean} (training diverged)"
-            )));
-        }
-        out.push(mean);
+    evaluate_in(model, cfg, cache, device, n_windows, None)
+}
+
+/// Evaluation, one domain per task on `pool` when given.
+fn evaluate_in(
+    model: &ProxyModel,
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    device: &Device,
+    n_windows: usize,
+    pool: Option<&ThreadPool>,
+) -> Result<Vec<f64>> {
+    let one = |d: usize| evaluate_domain(model, cfg, cache, device, n_windows, d);
+    match pool {
+        Some(pool) => pool.install(|| {
+            (0..cache.domains().len())
+                .into_par_iter()
+                .map(one)
+                .collect()
+        }),
+        None => (0..cache.domains().len()).map(one).collect(),
     }
-    Ok(out)
+}
+
+fn evaluate_domain(
+    model: &ProxyModel,
+    cfg: &ProxyConfig,
+    cache: &TokenCache,
+    device: &Device,
+    n_windows: usize,
+    d: usize,
+) -> Result<f64> {
+    let window = cfg.seq_len + 1;
+    let name = &cache.domains()[d];
+    let view = cache.val(d);
+    let offsets = eval_offsets(view.len(), window, n_windows.max(1));
+    if offsets.is_empty() {
+        return Err(Error::invalid(format!(
+            "domain {name:?}: validation split has {} tokens, fewer than one window of {window}",
+            view.len()
+        )));
+    }
+    let mut buf = Vec::new();
+    let mut total = 0.0;
+    for chunk in offsets.chunks(cfg.batch_size) {
+        buf.resize(chunk.len() * window, 0);
+        for (row, &off) in buf.chunks_mut(window).zip(chunk) {
+            view.copy_to(off, row);
+        }
+        let ids = Tensor::from_slice(&buf, (chunk.len(), window), device)?;
+        let loss: f32 = model.loss(&ids)?.to_scalar()?;
+        total += loss as f64 * chunk.len() as f64;
+    }
+    let mean = total / offsets.len() as f64;
+    if !mean.is_finite() {
+        return Err(Error::invalid(format!(
+            "domain {name:?}: validation loss is {mean} (training diverged)"
+        )));
+    }
+    Ok(mean)
 }
 
 /// Train one proxy on `mixture` (aligned to the cache's domains) and evaluate it.
@@ -242,6 +282,127 @@ fn loss_per_row(model: &ProxyModel, ids: &Tensor) -> Result<(Tensor, Vec<f32>)> 
     Ok((loss, rows))
 }
 
+/// One shard's forward and backward pass.
+struct ShardPass {
+    /// The shard's share of the batch's mean loss (scaled by rows / B).
+    loss: Tensor,
+    grads: GradStore,
+    /// Mean loss of each row (scheduled runs only).
+    row_losses: Vec<f32>,
+}
+
+fn shard_pass(
+    model: &ProxyModel,
+    batch: &[u32],
+    rows: &Range<usize>,
+    batch_size: usize,
+    window: usize,
+    device: &Device,
+    per_row: bool,
+) -> Result<ShardPass> {
+    let ids = Tensor::from_slice(
+        &batch[rows.start * window..rows.end * window],
+        (rows.len(), window),
+        device,
+    )?;
+    let (loss, row_losses) = if per_row {
+        loss_per_row(model, &ids)?
+    } else {
+        (model.loss(&ids)?, Vec::new())
+    };
+    let loss = if rows.len() == batch_size {
+        loss
+    } else {
+        (loss * (rows.len() as f64 / batch_size as f64))?
+    };
+    let grads = loss.backward()?;
+    Ok(ShardPass {
+        loss,
+        grads,
+        row_losses,
+    })
+}
+
+/// The optimizer step with global-norm clipping: fused on the CPU, candle's
+/// AdamW (one per weight-decay group) elsewhere.
+enum Stepper {
+    Fused(FusedAdamW),
+    Candle { decay: AdamW, plain: AdamW },
+}
+
+impl Stepper {
+    fn new(cfg: &ProxyConfig, params: &Params, device: &Device) -> Result<Self> {
+        if device.is_cpu() {
+            let adam = AdamWConfig {
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: 1e-8,
+                weight_decay: cfg.weight_decay,
+            };
+            return Ok(Stepper::Fused(FusedAdamW::new(&params.vars, adam)?));
+        }
+        let (decay, plain): (Vec<_>, Vec<_>) = params.vars.iter().partition(|(_, _, wd)| *wd);
+        let adam = |vars: Vec<&(String, candle_core::Var, bool)>, wd: f64| {
+            AdamW::new(
+                vars.into_iter().map(|(_, v, _)| v.clone()).collect(),
+                ParamsAdamW {
+                    lr: cfg.lr_peak,
+                    beta1: cfg.beta1,
+                    beta2: cfg.beta2,
+                    eps: 1e-8,
+                    weight_decay: wd,
+                },
+            )
+        };
+        Ok(Stepper::Candle {
+            decay: adam(decay, cfg.weight_decay)?,
+            plain: adam(plain, 0.0)?,
+        })
+    }
+
+    /// One step on the sum of the shards' gradients.
+    fn step(
+        &mut self,
+        mut shards: Vec<GradStore>,
+        lr: f64,
+        clip: f64,
+        params: &Params,
+    ) -> Result<()> {
+        match self {
+            Stepper::Fused(opt) => {
+                opt.step(&shards, lr, clip)?;
+            }
+            Stepper::Candle { decay, plain } => {
+                // Off the CPU there is one shard.
+                let mut grads = shards.swap_remove(0);
+                if clip > 0.0 {
+                    let mut sq = 0.0f64;
+                    for (_, var, _) in &params.vars {
+                        if let Some(g) = grads.get(var.as_tensor()) {
+                            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                        }
+                    }
+                    let norm = sq.sqrt();
+                    if norm > clip {
+                        let scale = clip / (norm + 1e-6);
+                        for (_, var, _) in &params.vars {
+                            if let Some(g) = grads.get(var.as_tensor()) {
+                                let scaled = (g * scale)?;
+                                grads.insert(var.as_tensor(), scaled);
+                            }
+                        }
+                    }
+                }
+                decay.set_learning_rate(lr);
+                plain.set_learning_rate(lr);
+                decay.step(&grads)?;
+                plain.step(&grads)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn train_loop(
     cfg: &ProxyConfig,
     cache: &TokenCache,
@@ -273,33 +434,49 @@ fn train_loop(
     let mut batch_losses: Vec<Option<f64>> = vec![None; n_domains];
     let device = &opts.device;
     let (model, params) = ProxyModel::new(cfg, cache.vocab_size(), init_seed, device)?;
-    let (decay, no_decay): (Vec<_>, Vec<_>) = params.vars.iter().partition(|(_, _, wd)| *wd);
-    let adam = |vars: Vec<&(String, candle_core::Var, bool)>, wd: f64| {
-        AdamW::new(
-            vars.into_iter().map(|(_, v, _)| v.clone()).collect(),
-            ParamsAdamW {
-                lr: cfg.lr_peak,
-                beta1: cfg.beta1,
-                beta2: cfg.beta2,
-                eps: 1e-8,
-                weight_decay: wd,
-            },
-        )
+    let mut stepper = Stepper::new(cfg, &params, device)?;
+    // Data-parallel row shards (CPU only): shard i takes rows
+    // [i·B/n, (i+1)·B/n) of every batch.
+    let n_shards = if device.is_cpu() {
+        opts.threads.clamp(1, cfg.batch_size)
+    } else {
+        1
     };
-    let mut opt_decay = adam(decay, cfg.weight_decay)?;
-    let mut opt_plain = adam(no_decay, 0.0)?;
+    let shards: Vec<Range<usize>> = (0..n_shards)
+        .map(|i| i * cfg.batch_size / n_shards..(i + 1) * cfg.batch_size / n_shards)
+        .collect();
+    let pool = if n_shards > 1 {
+        Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n_shards)
+                .thread_name(|i| format!("mixopt-shard-{i}"))
+                .build()
+                .map_err(|e| Error::invalid(format!("cannot start {n_shards} threads: {e}")))?,
+        )
+    } else {
+        None
+    };
 
     let mut curve = Vec::new();
     let mut buf = Vec::new();
     let train_started = Instant::now();
     for step in 0..cfg.n_steps {
         batcher.next_batch(cfg.batch_size, &mut buf);
-        let ids = Tensor::from_slice(&buf, (cfg.batch_size, window), device)?;
-        let loss = if controller.is_some() {
-            let (loss, rows) = loss_per_row(&model, &ids)?;
+        let per_row = controller.is_some();
+        let run_shard = |rows: &Range<usize>| {
+            shard_pass(&model, &buf, rows, cfg.batch_size, window, device, per_row)
+        };
+        let passes: Vec<ShardPass> = match &pool {
+            Some(pool) => {
+                pool.install(|| shards.par_iter().map(run_shard).collect::<Result<_>>())?
+            }
+            None => vec![run_shard(&shards[0])?],
+        };
+        if per_row {
             sums.iter_mut().for_each(|s| *s = 0.0);
             counts.iter_mut().for_each(|c| *c = 0);
-            for (&d, &l) in batcher.row_domains.iter().zip(&rows) {
+            let rows = passes.iter().flat_map(|p| &p.row_losses);
+            for (&d, &l) in batcher.row_domains.iter().zip(rows) {
                 sums[d] += l as f64;
                 counts[d] += 1;
                 tokens_seen[d] += cfg.seq_len as u64;
@@ -307,36 +484,15 @@ fn train_loop(
             for d in 0..n_domains {
                 batch_losses[d] = (counts[d] > 0).then(|| sums[d] / counts[d] as f64);
             }
-            loss
-        } else {
-            model.loss(&ids)?
-        };
-        let mut grads = loss.backward()?;
-        if cfg.grad_clip > 0.0 {
-            let mut sq = 0.0f64;
-            for (_, var, _) in &params.vars {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-                }
-            }
-            let norm = sq.sqrt();
-            if norm > cfg.grad_clip {
-                let scale = cfg.grad_clip / (norm + 1e-6);
-                for (_, var, _) in &params.vars {
-                    if let Some(g) = grads.get(var.as_tensor()) {
-                        let scaled = (g * scale)?;
-                        grads.insert(var.as_tensor(), scaled);
-                    }
-                }
-            }
         }
-        let lr = cfg.lr_at(step);
-        opt_decay.set_learning_rate(lr);
-        opt_plain.set_learning_rate(lr);
-        opt_decay.step(&grads)?;
-        opt_plain.step(&grads)?;
+        let (losses, grads): (Vec<Tensor>, Vec<GradStore>) =
+            passes.into_iter().map(|p| (p.loss, p.grads)).unzip();
+        stepper.step(grads, cfg.lr_at(step), cfg.grad_clip, &params)?;
         if step % opts.log_every_steps.max(1) == 0 || step + 1 == cfg.n_steps {
-            let l: f32 = loss.to_scalar()?;
+            let mut l = 0f32;
+            for loss in &losses {
+                l += loss.to_scalar::<f32>()?;
+            }
             if !l.is_finite() {
                 return Err(Error::invalid(format!(
                     "training loss is {l} at step {step} (diverged; lower lr_peak)"
@@ -351,7 +507,7 @@ fn train_loop(
                 batch_losses: &batch_losses,
                 tokens_seen: &tokens_seen,
             };
-            let mut eval = |n: usize| evaluate_windows(&model, cfg, cache, device, n);
+            let mut eval = |n: usize| evaluate_in(&model, cfg, cache, device, n, pool.as_ref());
             if let Some(next) = ctl.after_step(&info, &mut eval)? {
                 let next = next.align(cache.domains())?;
                 check_trainable(cache, &next, window)?;
@@ -362,7 +518,7 @@ fn train_loop(
         on_step(step);
     }
     let train_s = train_started.elapsed().as_secs_f64();
-    let val_losses = evaluate(&model, cfg, cache, device)?;
+    let val_losses = evaluate_in(&model, cfg, cache, device, cfg.eval_windows, pool.as_ref())?;
     Ok(TrainReport {
         train_s,
         domains: cache.domains().to_vec(),
