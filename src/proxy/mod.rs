@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod device;
+pub mod linear;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -1,0 +1,247 @@
+//! A bias-free linear layer `y = x · Wᵀ` as one candle custom op on the CPU.
+//!
+//! Why it exists: `candle_nn::Linear` on a `[B, T, in]` input is four graph
+//! nodes (reshape, transpose of W, matmul, reshape back). Candle's backward
+//! pass allocates a zero tensor and adds into it for every gradient each node
+//! receives, and its matmul zero-fills every output before the product
+//! overwrites it; for the proxies' small matrices that zeroing and adding cost
+//! as much as the products (`perf`: `memset` and `binary_map` ~25% of a tiny
+//! step). Here forward and backward are one node each way and call the same
+//! `gemm` crate candle uses, writing straight into fresh buffers.
+//!
+//! CPU only; other devices use `candle_nn::Linear`.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// Contiguous f32 data of a CPU tensor.
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(d) => d,
+        _ => candle_core::bail!("linear: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("linear: {what} must be contiguous"),
+    }
+}
+
+/// `dst[m×n] = lhs · rhs`, `lhs` an m×k and `rhs` a k×n matrix given by their
+/// (row, column) strides, `dst` row-major. Returns a fresh buffer.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) -> Vec<f32> {
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `dst` has room for m·n values; with `read_dst = false` gemm only
+    // writes it, every element once (k > 0), so `set_len` after the call exposes
+    // initialized values only. `lhs`/`rhs` hold the matrices the strides
+    // describe (checked by the callers' shape checks).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_strides.1 as isize,
+            lhs_strides.0 as isize,
+            rhs.as_ptr(),
+            rhs_strides.1 as isize,
+            rhs_strides.0 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// Rows, inputs and outputs of `x [..., in] · W[out, in]ᵀ`, checked.
+fn dims(x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
+    let xd = x.dims();
+    let wd = w.dims();
+    if xd.is_empty() || wd.len() != 2 || xd[xd.len() - 1] != wd[1] {
+        candle_core::bail!("linear: input {xd:?} does not match weight {wd:?}");
+    }
+    let inp = wd[1];
+    Ok((x.shape().elem_count() / inp.max(1), inp, wd[0]))
+}
+
+/// `y = x · Wᵀ` for `x [..., in]`, `W [out, in]` (contiguous f32).
+pub struct FusedLinear;
+
+impl CustomOp2 for FusedLinear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, inp, out) = dims(xl, wl)?;
+        let x = f32_data(xs, xl, "input")?;
+        let w = f32_data(ws, wl, "weight")?;
+        // Wᵀ as an in×out matrix: row stride 1, column stride `in`.
+        let y = product(rows, out, inp, x, (inp, 1), w, (1, inp));
+        let mut shape = xl.dims().to_vec();
+        *shape.last_mut().expect("checked non-empty") = out;
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(w, &LinearGradInput)?;
+        let dw = dy.apply_op2_no_bwd(x, &LinearGradWeight)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `dx = dy · W` (`dy [..., out]`, `W [out, in]`).
+struct LinearGradInput;
+
+impl CustomOp2 for LinearGradInput {
+    fn name(&self) -> &'static str {
+        "fused-linear-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let wd = wl.dims();
+        let gd = gl.dims();
+        if wd.len() != 2 || gd.last() != Some(&wd[0]) {
+            candle_core::bail!("linear backward: gradient {gd:?} vs weight {wd:?}");
+        }
+        let (out, inp) = (wd[0], wd[1]);
+        let rows = gl.shape().elem_count() / out.max(1);
+        let g = f32_data(gs, gl, "gradient")?;
+        let w = f32_data(ws, wl, "weight")?;
+        let dx = product(rows, inp, out, g, (out, 1), w, (inp, 1));
+        let mut shape = gd.to_vec();
+        *shape.last_mut().expect("checked non-empty") = inp;
+        Ok((CpuStorage::F32(dx), Shape::from(shape)))
+    }
+}
+
+/// `dW = dyᵀ · x` summed over all rows (`dy [..., out]`, `x [..., in]`).
+struct LinearGradWeight;
+
+impl CustomOp2 for LinearGradWeight {
+    fn name(&self) -> &'static str {
+        "fused-linear-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (gd, xd) = (gl.dims(), xl.dims());
+        if gd.is_empty() || xd.is_empty() || gd[..gd.len() - 1] != xd[..xd.len() - 1] {
+            candle_core::bail!("linear backward: gradient {gd:?} vs input {xd:?}");
+        }
+        let (out, inp) = (gd[gd.len() - 1], xd[xd.len() - 1]);
+        let rows = xl.shape().elem_count() / inp.max(1);
+        let g = f32_data(gs, gl, "gradient")?;
+        let x = f32_data(xs, xl, "input")?;
+        // dyᵀ as an out×rows matrix: row stride 1, column stride `out`.
+        let dw = product(out, inp, rows, g, (1, out), x, (inp, 1));
+        Ok((CpuStorage::F32(dw), Shape::from((out, inp))))
+    }
+}
+
+/// `x · Wᵀ`: the fused op on the CPU, candle's matmul elsewhere.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() {
+        x.contiguous()?.apply_op2(w, FusedLinear)
+    } else {
+        candle_core::Module::forward(&candle_nn::Linear::new(w.clone(), None), x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar()
+    }
+
+    /// Forward and both gradients equal candle's `x.matmul(Wᵀ)` on 3-D and 2-D inputs.
+    #[test]
+    fn matches_candle_matmul_forward_and_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        for xshape in [vec![3usize, 5, 7], vec![4, 7]] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, xshape.as_slice(), &dev)?)?;
+            let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 7), &dev)?)?;
+            let mut oshape = xshape.clone();
+            *oshape.last_mut().unwrap() = 6;
+            let probe = Tensor::randn(0f32, 1.0, oshape.as_slice(), &dev)?;
+            let fused = x.as_tensor().apply_op2(w.as_tensor(), FusedLinear)?;
+            let flat = x.as_tensor().reshape(((), 7))?;
+            let plain = flat
+                .matmul(&w.as_tensor().t()?)?
+                .reshape(oshape.as_slice())?;
+            assert!(max_diff(&fused, &plain)? < 1e-5);
+            let gf = (fused * &probe)?.sum_all()?.backward()?;
+            let gp = (plain * &probe)?.sum_all()?.backward()?;
+            for v in [&x, &w] {
+                let (a, b) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gp.get(v.as_tensor()).unwrap(),
+                );
+                assert_eq!(a.dims(), b.dims());
+                assert!(max_diff(a, b)? < 1e-4, "{:?}", v.dims());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 5), candle_core::DType::F32, &dev)?;
+        let w = Tensor::zeros((3, 4), candle_core::DType::F32, &dev)?;
+        assert!(x.apply_op2(&w, FusedLinear).is_err());
+        Ok(())
+    }
+}
