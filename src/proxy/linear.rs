@@ -27,7 +27,6 @@ fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> 
 
 /// `dst[m×n] = lhs · rhs`, `lhs` an m×k and `rhs` a k×n matrix given by their
 /// (row, column) strides, `dst` row-major. Returns a fresh buffer.
-#[allow(clippy::too_many_arguments)]
 fn product(
     m: usize,
     n: usize,
@@ -37,45 +36,77 @@ fn product(
     rhs: &[f32],
     rhs_strides: (usize, usize),
 ) -> Vec<f32> {
-    if k == 0 {
-        return vec![0.0; m * n];
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: `dst` has room for m·n values, which `gemm_into` writes, each once.
+    unsafe {
+        gemm_into(
+            dst.as_mut_ptr(),
+            m,
+            n,
+            k,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        );
+        dst.set_len(m * n);
     }
+    dst
+}
+
+/// Writes `lhs · rhs` (m×k by k×n, given by (row, column) strides) row-major
+/// to `dst`, overwriting (never reading) it. Matrix-product threads follow
+/// candle's setting (`RAYON_NUM_THREADS`).
+///
+/// # Safety
+/// `dst` must be valid for writing m·n values; `lhs` and `rhs` must hold every
+/// element their shape and strides address.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into(
+    dst: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    if k == 0 {
+        std::ptr::write_bytes(dst, 0, m * n);
+        return;
+    }
+    debug_assert!((m - 1) * lhs_strides.0 + (k - 1) * lhs_strides.1 < lhs.len());
+    debug_assert!((k - 1) * rhs_strides.0 + (n - 1) * rhs_strides.1 < rhs.len());
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `dst` has room for m·n values; with `read_dst = false` gemm only
-    // writes it, every element once (k > 0), so `set_len` after the call exposes
-    // initialized values only. `lhs`/`rhs` hold the matrices the strides
-    // describe (checked by the callers' shape checks).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_strides.1 as isize,
-            lhs_strides.0 as isize,
-            rhs.as_ptr(),
-            rhs_strides.1 as isize,
-            rhs_strides.0 as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        dst.set_len(m * n);
-    }
-    dst
+    // With `read_dst = false` gemm computes dst = 1·(lhs·rhs), writing every
+    // element of dst once.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        false,
+        lhs.as_ptr(),
+        lhs_strides.1 as isize,
+        lhs_strides.0 as isize,
+        rhs.as_ptr(),
+        rhs_strides.1 as isize,
+        rhs_strides.0 as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
 }
 
 /// Rows, inputs and outputs of `x [..., in] · W[out, in]ᵀ`, checked.

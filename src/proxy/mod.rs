@@ -5,6 +5,7 @@
 //! `train` (the loop: sample a batch by mixture, step, evaluate per domain),
 //! `ops` and `optim` (fused CPU kernels and the fused AdamW step).
 
+pub mod attention;
 pub mod config;
 pub mod device;
 pub mod linear;
