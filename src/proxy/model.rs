@@ -4,8 +4,9 @@
 //!
 //! Pitfalls this file avoids (DESIGN.md, "Known pitfalls"): candle's fused
 //! `rms_norm`/`softmax_last_dim`/`rope` have no backward, so RMSNorm, softmax and
-//! RoPE are written from basic ops here; candle's CPU RNG cannot be seeded, so
-//! every weight is drawn from our own seeded generator.
+//! RoPE are our own fused ops on the CPU (`ops.rs`: also SwiGLU, the head
+//! split with RoPE and the head merge) and basic ops elsewhere; candle's CPU
+//! RNG cannot be seeded, so every weight is drawn from our own seeded generator.
 
 use super::config::ProxyConfig;
 use crate::error::Result;
@@ -40,6 +41,8 @@ pub struct ProxyModel {
     lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
+    /// The same tables for the CPU's fused head split.
+    rope_cpu: super::ops::RopeTables,
     mask: Tensor,
     n_heads: usize,
     head_dim: usize,
@@ -88,6 +91,27 @@ fn rms_norm(x: &Tensor, gain: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(gain)
 }
 
+/// `silu(gate) ⊙ up`: our fused op on the CPU (one node, one pass each way),
+/// basic ops elsewhere.
+fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    if gate.device().is_cpu() {
+        return gate
+            .contiguous()?
+            .apply_op2(&up.contiguous()?, super::ops::SwiGlu);
+    }
+    candle_nn::ops::silu(gate)? * up
+}
+
+/// Heads `[B, H, T, hd]` back to `[B·T, H·hd]`: our fused op on the CPU
+/// (one copy, one node), transpose + reshape elsewhere.
+fn merge_heads(y: &Tensor) -> candle_core::Result<Tensor> {
+    if y.device().is_cpu() {
+        return y.contiguous()?.apply_op1(super::ops::HeadMerge);
+    }
+    let (b, h, t, hd) = y.dims4()?;
+    y.transpose(1, 2)?.reshape((b * t, h * hd))
+}
+
 impl ProxyModel {
     pub fn new(
         cfg: &ProxyConfig,
@@ -125,7 +149,7 @@ impl ProxyModel {
         let lm_head = init.linear("lm_head", vocab_size, d, std)?;
 
         let head_dim = d / cfg.n_heads;
-        let (cos, sin) = rope_tables(cfg.seq_len, head_dim, cfg.rope_theta, device)?;
+        let (cos, sin, rope_cpu) = rope_tables(cfg.seq_len, head_dim, cfg.rope_theta, device)?;
         let t = cfg.seq_len;
         let mask: Vec<f32> = (0..t * t)
             .map(|i| {
@@ -144,6 +168,7 @@ impl ProxyModel {
             lm_head,
             cos,
             sin,
+            rope_cpu,
             mask,
             n_heads: cfg.n_heads,
             head_dim,
@@ -154,21 +179,28 @@ impl ProxyModel {
     /// Logits `[B, T, V]` for token ids `[B, T]` (T ≤ the configured seq_len).
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let mut h = self.tok_emb.forward(ids)?;
+        let logits = self.forward_flat(ids)?;
+        logits.reshape((b, t, logits.dim(1)?))
+    }
+
+    /// Logits `[B·T, V]`. The residual stream is kept as `[B·T, d]` so that
+    /// each projection is one matmul node: `Linear` on `[B, T, d]` adds two
+    /// reshape nodes, and candle's backward allocates, zero-fills and adds a
+    /// gradient tensor for every node.
+    fn forward_flat(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let mut h = self
+            .tok_emb
+            .embeddings()
+            .index_select(&ids.flatten_all()?, 0)?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for blk in &self.blocks {
             let x = rms_norm(&h, &blk.attn_norm)?;
-            let heads = |lin: &Linear| -> candle_core::Result<Tensor> {
-                lin.forward(&x)?
-                    .reshape((b, t, self.n_heads, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let q = candle_nn::rotary_emb::rope_slow(&heads(&blk.wq)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_slow(&heads(&blk.wk)?, &cos, &sin)?;
-            let v = heads(&blk.wv)?;
+            let q = self.heads(&blk.wq.forward(&x)?, b, t, Some((&cos, &sin)))?;
+            let k = self.heads(&blk.wk.forward(&x)?, b, t, Some((&cos, &sin)))?;
+            let v = self.heads(&blk.wv.forward(&x)?, b, t, None)?;
             let scores = q.matmul(&k.t()?)?;
             let att = if scores.device().is_cpu() {
                 scores.apply_op1(super::ops::CausalSoftmax {
@@ -179,17 +211,42 @@ impl ProxyModel {
                 let att = (scores * scale)?.broadcast_add(&mask)?;
                 candle_nn::ops::softmax(&att, D::Minus1)?
             };
-            let y =
-                att.matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((b, t, self.n_heads * self.head_dim))?;
+            let y = merge_heads(&att.matmul(&v)?)?;
             h = (h + blk.wo.forward(&y)?)?;
             let x = rms_norm(&h, &blk.mlp_norm)?;
-            let gate = candle_nn::ops::silu(&blk.w_gate.forward(&x)?)?;
+            let gate = blk.w_gate.forward(&x)?;
             let up = blk.w_up.forward(&x)?;
-            h = (h + blk.w_down.forward(&(gate * up)?)?)?;
+            h = (h + blk.w_down.forward(&swiglu(&gate, &up)?)?)?;
         }
         self.lm_head.forward(&rms_norm(&h, &self.final_norm)?)
+    }
+
+    /// Splits a projection `[B·T, H·hd]` into heads `[B, H, T, hd]`, rotating
+    /// them with RoPE when `rope` (the cos/sin tables for `0..t`) is given: our
+    /// fused op on the CPU, basic ops elsewhere.
+    fn heads(
+        &self,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        rope: Option<(&Tensor, &Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        if x.device().is_cpu() {
+            let op = super::ops::HeadSplit {
+                seq: t,
+                n_heads: self.n_heads,
+                rope: rope.map(|_| self.rope_cpu.clone()),
+            };
+            return x.contiguous()?.apply_op1(op);
+        }
+        let x = x
+            .reshape((b, t, self.n_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        match rope {
+            Some((cos, sin)) => candle_nn::rotary_emb::rope_slow(&x, cos, sin),
+            None => Ok(x),
+        }
     }
 
     /// Mean next-token cross-entropy (nats) of `ids[:, :-1] → ids[:, 1:]`.
@@ -197,9 +254,7 @@ impl ProxyModel {
         let (b, t1) = window.dims2()?;
         let inputs = window.narrow(1, 0, t1 - 1)?;
         let targets = window.narrow(1, 1, t1 - 1)?;
-        let logits = self.forward(&inputs)?;
-        let v = logits.dim(D::Minus1)?;
-        let logits = logits.reshape((b * (t1 - 1), v))?;
+        let logits = self.forward_flat(&inputs)?;
         let targets = targets.contiguous()?.reshape(b * (t1 - 1))?;
         if logits.device().is_cpu() {
             logits.apply_op2(&targets, super::ops::CrossEntropy)
@@ -209,8 +264,14 @@ impl ProxyModel {
     }
 }
 
-/// RoPE cos/sin tables `[T, head_dim/2]`.
-fn rope_tables(t: usize, head_dim: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+/// RoPE cos/sin tables `[T, head_dim/2]`, as tensors and as plain vectors for
+/// the CPU's fused head split.
+fn rope_tables(
+    t: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &Device,
+) -> Result<(Tensor, Tensor, super::ops::RopeTables)> {
     let half = head_dim / 2;
     let mut cos = Vec::with_capacity(t * half);
     let mut sin = Vec::with_capacity(t * half);
@@ -222,9 +283,15 @@ fn rope_tables(t: usize, head_dim: usize, theta: f64, device: &Device) -> Result
             sin.push(angle.sin() as f32);
         }
     }
+    let tables = super::ops::RopeTables {
+        cos: std::sync::Arc::new(cos.clone()),
+        sin: std::sync::Arc::new(sin.clone()),
+        half,
+    };
     Ok((
         Tensor::from_vec(cos, (t, half), device)?,
         Tensor::from_vec(sin, (t, half), device)?,
+        tables,
     ))
 }
 
