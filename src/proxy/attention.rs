@@ -15,6 +15,7 @@
 //! CPU only; other devices use candle's ops (see `model.rs`).
 
 use super::linear::gemm_into;
+use super::ops::{causal_softmax_block, causal_softmax_bwd_block};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -33,23 +34,6 @@ fn heads_dims(l: &Layout, what: &str) -> Result<(usize, usize, usize)> {
     match l.dims() {
         &[b, h, t, hd] => Ok((b * h, t, hd)),
         d => candle_core::bail!("attention: {what} must be [B, H, T, hd], got {d:?}"),
-    }
-}
-
-/// Row `i` of `p` (a T×T row-major block holding raw scores) becomes the
-/// causal softmax of `scale · p[i][..=i]`, zero beyond column `i`.
-fn causal_softmax_rows(p: &mut [f32], t: usize, scale: f32) {
-    for (i, row) in p.chunks_exact_mut(t).enumerate() {
-        let (seen, future) = row.split_at_mut(i + 1);
-        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0f32;
-        for v in seen.iter_mut() {
-            *v = ((*v - max) * scale).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        seen.iter_mut().for_each(|v| *v *= inv);
-        future.fill(0.0);
     }
 }
 
@@ -99,7 +83,7 @@ impl CustomOp3 for CausalAttention {
             // which this writes block g; q/k/v blocks are T×hd row-major.
             unsafe {
                 gemm_into(p.as_mut_ptr(), t, t, hd, qg, (hd, 1), kg, (1, hd));
-                causal_softmax_rows(&mut p, t, self.scale);
+                causal_softmax_block(&mut p, t, self.scale);
                 gemm_into(
                     y.as_mut_ptr().add(g * block),
                     t,
@@ -189,7 +173,7 @@ impl CustomOp1 for CausalAttentionBwd {
             unsafe {
                 // Probabilities again: P = causal softmax(scale · q·kᵀ).
                 gemm_into(p.as_mut_ptr(), t, t, hd, qg, (hd, 1), kg, (1, hd));
-                causal_softmax_rows(&mut p, t, self.scale);
+                causal_softmax_block(&mut p, t, self.scale);
                 // dv = Pᵀ·dy.
                 gemm_into(
                     dst.add(2 * n + g * block),
@@ -204,12 +188,7 @@ impl CustomOp1 for CausalAttentionBwd {
                 // dP = dy·vᵀ, then dS = scale · P ⊙ (dP − rowsum(P ⊙ dP)).
                 gemm_into(ds.as_mut_ptr(), t, t, hd, dyg, (hd, 1), vg, (1, hd));
             }
-            for (prow, drow) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
-                let dot: f32 = prow.iter().zip(drow.iter()).map(|(a, b)| a * b).sum();
-                for (d, &pv) in drow.iter_mut().zip(prow) {
-                    *d = self.scale * pv * (*d - dot);
-                }
-            }
+            causal_softmax_bwd_block(&p, &mut ds, t, self.scale);
             // SAFETY: as above.
             unsafe {
                 // dq = dS·k, dk = dSᵀ·q.

@@ -3,14 +3,16 @@
 //! backward pass.
 //!
 //! Pitfalls this file avoids (DESIGN.md, "Known pitfalls"): candle's fused
-//! `rms_norm`/`softmax_last_dim`/`rope` have no backward, so RMSNorm, softmax and
-//! RoPE are our own fused ops on the CPU (`ops.rs`: also SwiGLU, the head
-//! split with RoPE and the head merge) and basic ops elsewhere; candle's CPU
+//! `rms_norm`/`softmax_last_dim`/`rope` have no backward, so on the CPU
+//! RMSNorm, RoPE (fused with the head split), SwiGLU and the cross-entropy are
+//! our own fused ops (`ops.rs`), attention is one op (`attention.rs`) and every
+//! projection is one linear op (`linear.rs`); other devices use basic ops. Candle's CPU
 //! RNG cannot be seeded, so every weight is drawn from our own seeded generator.
 
+use super::attention::CausalAttention;
 use super::config::ProxyConfig;
 use crate::error::Result;
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{Embedding, Linear};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -89,6 +91,11 @@ fn rms_norm(x: &Tensor, gain: &Tensor) -> candle_core::Result<Tensor> {
     }
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(gain)
+}
+
+/// `x · Wᵀ`: our fused linear op on the CPU, `candle_nn::Linear` elsewhere.
+fn proj(x: &Tensor, lin: &Linear) -> candle_core::Result<Tensor> {
+    super::linear::linear(x, lin.weight())
 }
 
 /// `silu(gate) ⊙ up`: our fused op on the CPU (one node, one pass each way),
@@ -198,27 +205,30 @@ impl ProxyModel {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for blk in &self.blocks {
             let x = rms_norm(&h, &blk.attn_norm)?;
-            let q = self.heads(&blk.wq.forward(&x)?, b, t, Some((&cos, &sin)))?;
-            let k = self.heads(&blk.wk.forward(&x)?, b, t, Some((&cos, &sin)))?;
-            let v = self.heads(&blk.wv.forward(&x)?, b, t, None)?;
-            let scores = q.matmul(&k.t()?)?;
-            let att = if scores.device().is_cpu() {
-                scores.apply_op1(super::ops::CausalSoftmax {
-                    scale: scale as f32,
-                })?
+            let q = self.heads(&proj(&x, &blk.wq)?, b, t, Some((&cos, &sin)))?;
+            let k = self.heads(&proj(&x, &blk.wk)?, b, t, Some((&cos, &sin)))?;
+            let v = self.heads(&proj(&x, &blk.wv)?, b, t, None)?;
+            let y = if q.device().is_cpu() {
+                q.apply_op3(
+                    &k,
+                    &v,
+                    CausalAttention {
+                        scale: scale as f32,
+                    },
+                )?
             } else {
                 let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
-                let att = (scores * scale)?.broadcast_add(&mask)?;
-                candle_nn::ops::softmax(&att, D::Minus1)?
+                let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+                candle_nn::ops::softmax(&att, D::Minus1)?.matmul(&v)?
             };
-            let y = merge_heads(&att.matmul(&v)?)?;
-            h = (h + blk.wo.forward(&y)?)?;
+            let y = merge_heads(&y)?;
+            h = (h + proj(&y, &blk.wo)?)?;
             let x = rms_norm(&h, &blk.mlp_norm)?;
-            let gate = blk.w_gate.forward(&x)?;
-            let up = blk.w_up.forward(&x)?;
-            h = (h + blk.w_down.forward(&swiglu(&gate, &up)?)?)?;
+            let gate = proj(&x, &blk.w_gate)?;
+            let up = proj(&x, &blk.w_up)?;
+            h = (h + proj(&swiglu(&gate, &up)?, &blk.w_down)?)?;
         }
-        self.lm_head.forward(&rms_norm(&h, &self.final_norm)?)
+        proj(&rms_norm(&h, &self.final_norm)?, &self.lm_head)
     }
 
     /// Splits a projection `[B·T, H·hd]` into heads `[B, H, T, hd]`, rotating

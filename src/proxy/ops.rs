@@ -1,10 +1,9 @@
 //! Fused CPU kernels for the proxy's hottest element-wise chains, each a candle
 //! custom op with its own backward.
 //!
-//! Why they exist: built from basic ops, the attention softmax is seven passes
-//! over the `[B, H, T, T]` score tensor forward (scale, mask add, max, sub, exp,
-//! sum, div) and more backward, each allocating a tensor of that size; on the
-//! CPU those passes cost more than the attention matmuls. Candle's own fused
+//! Why they exist: built from basic ops, each element-wise chain is several
+//! passes forward and more backward, each allocating a tensor; for the proxies'
+//! small matrices those passes cost as much as the matmuls. Candle's own fused
 //! `softmax_last_dim` and `rms_norm` have no backward (DESIGN.md, "Known
 //! pitfalls"); RMSNorm from basic ops is six passes. Fewer nodes also matter
 //! backward: candle's backward allocates a zero tensor and adds into it for
@@ -175,94 +174,41 @@ fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `softmax(scale · x + causal mask)` over the last dimension of a `[…, T, T]`
-/// score tensor: row `i` attends to columns `0..=i`; masked entries are 0.
-pub struct CausalSoftmax {
-    pub scale: f32,
+/// In place on one head's T×T block of raw scores `p`: row `i` becomes
+/// `softmax(scale · p[i][..=i])`, zero beyond column `i` (the fused
+/// attention's forward, and its backward's recomputation).
+pub(crate) fn causal_softmax_block(p: &mut [f32], t: usize, scale: f32) {
+    wide(
+        #[inline(always)]
+        || {
+            for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                let (seen, future) = row.split_at_mut(i + 1);
+                let m = max(seen) * scale;
+                seen.iter_mut().for_each(|v| *v = fast_exp(*v * scale - m));
+                let inv = 1.0 / sum_map(seen, |y| y);
+                seen.iter_mut().for_each(|v| *v *= inv);
+                future.fill(0.0);
+            }
+        },
+    )
 }
 
-impl CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, self.name())?;
-        let dims = l.dims();
-        let t = dims[dims.len() - 1];
-        if dims.len() < 2 || dims[dims.len() - 2] != t {
-            candle_core::bail!("causal-softmax: expects [..., T, T], got {dims:?}");
-        }
-        // Every element is written once (no zero-filled allocation): the
-        // visible prefix by the exp loop, the masked tail by `resize`.
-        let out = wide(
-            #[inline(always)]
-            || {
-                let mut out = Vec::with_capacity(x.len());
-                for (row_idx, xr) in x.chunks_exact(t).enumerate() {
-                    let xr = &xr[..row_idx % t + 1]; // visible columns in this row
-                    let max = max(xr) * self.scale;
-                    let start = out.len();
-                    push_all(&mut out, xr.iter().map(|v| fast_exp(v * self.scale - max)));
-                    let yr = &mut out[start..];
-                    let inv = 1.0 / sum_map(yr, |y| y);
-                    yr.iter_mut().for_each(|y| *y *= inv);
-                    out.resize(start + t, 0.0);
-                }
-                out
-            },
-        );
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let g = grad_res.contiguous()?;
-        Ok(Some(
-            res.apply_op2_no_bwd(&g, &SoftmaxBwd { scale: self.scale })?,
-        ))
-    }
-}
-
-/// Causal softmax backward in one pass: `dx = scale · y ⊙ (g − Σ_j g_j y_j)`
-/// per row, over the visible prefix (masked entries have `y = 0`, so `dx = 0`).
-struct SoftmaxBwd {
-    scale: f32,
-}
-
-impl CustomOp2 for SoftmaxBwd {
-    fn name(&self) -> &'static str {
-        "softmax-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let y = contiguous_f32(s1, l1, self.name())?;
-        let g = contiguous_f32(s2, l2, self.name())?;
-        let t = l1.dims()[l1.dims().len() - 1];
-        let out = wide(
-            #[inline(always)]
-            || {
-                let mut out = Vec::with_capacity(y.len());
-                for (row_idx, (yr, gr)) in y.chunks_exact(t).zip(g.chunks_exact(t)).enumerate() {
-                    let n = row_idx % t + 1;
-                    let (yr, gr) = (&yr[..n], &gr[..n]);
-                    let dot = dot(yr, gr);
-                    push_all(
-                        &mut out,
-                        yr.iter().zip(gr).map(|(a, b)| self.scale * a * (b - dot)),
-                    );
-                    out.resize(out.len() + t - n, 0.0);
-                }
-                out
-            },
-        );
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
+/// In place on one head's T×T block: `d` (∂loss/∂P) becomes the gradient of
+/// the raw scores, `scale · P ⊙ (d − Σ_j P_j d_j)` per row, zero where masked.
+pub(crate) fn causal_softmax_bwd_block(p: &[f32], d: &mut [f32], t: usize, scale: f32) {
+    wide(
+        #[inline(always)]
+        || {
+            for (i, (pr, dr)) in p.chunks_exact(t).zip(d.chunks_exact_mut(t)).enumerate() {
+                let (ps, (ds, dfuture)) = (&pr[..i + 1], dr.split_at_mut(i + 1));
+                let dot = dot(ps, ds);
+                ds.iter_mut()
+                    .zip(ps)
+                    .for_each(|(g, &y)| *g = scale * y * (*g - dot));
+                dfuture.fill(0.0);
+            }
+        },
+    )
 }
 
 /// RMSNorm `y = x / sqrt(mean(x²) + eps) · gain` over the last dimension, in
@@ -805,40 +751,6 @@ mod tests {
     /// gradient that is not all ones).
     fn grads(y: &Tensor, w: &Tensor) -> Result<GradStore> {
         (y * w)?.sum_all()?.backward()
-    }
-
-    fn unfused_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
-        let t = x.dim(D::Minus1)?;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), x.device())?;
-        candle_nn::ops::softmax(&(x * scale)?.broadcast_add(&mask)?, D::Minus1)
-    }
-
-    #[test]
-    fn causal_softmax_matches_unfused_forward_and_gradient() -> Result<()> {
-        let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (2, 3, 5, 5), &dev)?)?;
-        let w = Tensor::randn(0f32, 1.0, (2, 3, 5, 5), &dev)?;
-        let scale = 0.37;
-        let fused = x.as_tensor().apply_op1(CausalSoftmax {
-            scale: scale as f32,
-        })?;
-        let plain = unfused_softmax(x.as_tensor(), scale)?;
-        assert!(max_diff(&fused, &plain)? < 1e-6);
-        let (gf, gp) = (grads(&fused, &w)?, grads(&plain, &w)?);
-        let (gf, gp) = (gf.get(&x).unwrap(), gp.get(&x).unwrap());
-        assert!(max_diff(gf, gp)? < 1e-5);
-        let norm: f32 = gp.abs()?.sum_all()?.to_scalar()?;
-        assert!(norm > 1e-3, "the check must compare non-trivial gradients");
-        Ok(())
     }
 
     #[test]
