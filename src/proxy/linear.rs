@@ -41,6 +41,7 @@ fn product(
     unsafe {
         gemm_into(
             dst.as_mut_ptr(),
+            n,
             m,
             n,
             k,
@@ -54,16 +55,17 @@ fn product(
     dst
 }
 
-/// Writes `lhs · rhs` (m×k by k×n, given by (row, column) strides) row-major
-/// to `dst`, overwriting (never reading) it. Matrix-product threads follow
+/// Writes `lhs · rhs` (m×k by k×n, given by (row, column) strides) to `dst`
+/// (rows `dst_rs` apart, columns adjacent), overwriting (never reading) it. Matrix-product threads follow
 /// candle's setting (`RAYON_NUM_THREADS`).
 ///
 /// # Safety
-/// `dst` must be valid for writing m·n values; `lhs` and `rhs` must hold every
+/// `dst` must be valid for writing the m×n block it addresses; `lhs` and `rhs` must hold every
 /// element their shape and strides address.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_into(
     dst: *mut f32,
+    dst_rs: usize,
     m: usize,
     n: usize,
     k: usize,
@@ -73,7 +75,9 @@ pub(crate) unsafe fn gemm_into(
     rhs_strides: (usize, usize),
 ) {
     if k == 0 {
-        std::ptr::write_bytes(dst, 0, m * n);
+        for row in 0..m {
+            std::ptr::write_bytes(dst.add(row * dst_rs), 0, n);
+        }
         return;
     }
     debug_assert!((m - 1) * lhs_strides.0 + (k - 1) * lhs_strides.1 < lhs.len());
@@ -92,7 +96,7 @@ pub(crate) unsafe fn gemm_into(
         k,
         dst,
         1,
-        n as isize,
+        dst_rs as isize,
         false,
         lhs.as_ptr(),
         lhs_strides.1 as isize,
