@@ -78,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         out: runs.clone(),
         jobs: args.jobs,
+        threads_per_run: 1,
         temperature: 0.5,
         max_repetition: 15.0,
         shard: None,
