@@ -335,6 +335,44 @@ fn sweep_fit_predict_optimize_end_to_end() {
         .success();
 }
 
+/// A run of a concurrent sweep is the run `mixopt train` gives alone with the
+/// same mixture and seed: concurrency does not change results.
+#[test]
+fn concurrent_sweep_runs_equal_the_same_runs_trained_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    let runs = t.join("runs.csv");
+    sweep_cmd(t, &cache, &runs, 3, 2).assert().success();
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let spec = ["alpha", "digits", "words"]
+            .map(|d| format!("{d}={}", f[col(&format!("w_{d}"))]))
+            .join(",");
+        let alone = stdout_of(
+            mixopt()
+                .args(["train", "--threads", "1", "--seed", f[col("seed")]])
+                .args(["--mixture", &spec, "--proxy"])
+                .arg(t.join("test.toml"))
+                .arg("--cache")
+                .arg(&cache),
+        );
+        for d in ["alpha", "digits", "words"] {
+            let swept: f64 = f[col(&format!("loss_{d}"))].parse().unwrap();
+            // `train` prints 4 decimals.
+            let got = val_loss(&alone, d);
+            assert!(
+                (swept - got).abs() <= 5.1e-5,
+                "{d}: sweep {swept}, alone {got}"
+            );
+        }
+    }
+}
+
 #[test]
 fn killed_sweep_resumes_without_losing_or_changing_runs() {
     let tmp = tempfile::tempdir().unwrap();
