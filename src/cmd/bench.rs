@@ -174,8 +174,8 @@ struct Figures {
 /// Training FLOPs per token: 6 × (matrix parameters, lm_head included) for the
 /// forward and backward matmuls, plus the attention products (QKᵀ and AV
 /// counted over the full T×T, 2 · 2 · T · d per layer forward, ×3 with the
-/// backward: the usual model-FLOPs count; the fused CPU attention skips most
-/// masked blocks, so it does less arithmetic than this).
+/// backward: the usual model-FLOPs count; the fused CPU attention skips 1/4
+/// to 3/8 of the T×T products, so it does less arithmetic than this).
 pub fn flops_per_token(cfg: &ProxyConfig, vocab: usize) -> f64 {
     let (d, l, t) = (cfg.d_model as f64, cfg.n_layers as f64, cfg.seq_len as f64);
     let matrices = l * (4.0 * d * d + 3.0 * d * cfg.d_ff as f64) + vocab as f64 * d;

@@ -33,7 +33,7 @@ pub struct Args {
     /// The runs table (CSV, appended to; a `.meta.json` sidecar sits beside it).
     #[arg(long)]
     pub out: PathBuf,
-    /// Proxies trained at once (default: number of cores).
+    /// Proxies trained at once (default: cores / --threads-per-run).
     #[arg(long)]
     pub jobs: Option<usize>,
     /// CPU threads per proxy (data-parallel row shards of each batch). 1 by
@@ -98,6 +98,15 @@ struct SweepIdentity<'a> {
     seed: u64,
     temperature: f64,
     max_repetition: f64,
+    /// Data-parallel shards per run change results by float rounding, so they
+    /// are part of the identity; left out at 1 so hashes of sweeps made before
+    /// the option existed still match.
+    #[serde(skip_serializing_if = "is_one")]
+    threads_per_run: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// Seed of run `k` of a sweep: a SplitMix64 step of (sweep seed, k), so runs
@@ -115,11 +124,13 @@ pub fn run_id(k: usize) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be > 0");
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    anyhow::ensure!(jobs > 0, "--jobs must be > 0");
     anyhow::ensure!(args.threads_per_run > 0, "--threads-per-run must be > 0");
+    // Default: fill the cores, each run using `threads_per_run` of them.
+    let jobs = args.jobs.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / args.threads_per_run).max(1)
+    });
+    anyhow::ensure!(jobs > 0, "--jobs must be > 0");
     // Parallelism comes from concurrent trainers and their shards, not candle.
     crate::cmd::train::set_threads(1);
 
@@ -138,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         temperature: args.temperature,
         max_repetition: args.max_repetition,
+        threads_per_run: args.threads_per_run,
     };
     let config_hash = hex::encode(&Sha256::digest(serde_json::to_vec(&identity)?)[..8]);
     let mixtures = PriorSampler::new(&prior, sampler_cfg, args.seed)?.sample(args.runs)?;
@@ -165,6 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "runs": args.runs,
             "temperature": args.temperature,
             "max_repetition": args.max_repetition,
+            "threads_per_run": args.threads_per_run,
             "shard": args.shard.map(|s| format!("{}/{}", s.index, s.count)),
             "mixopt_version": crate::VERSION,
         }),

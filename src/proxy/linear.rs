@@ -74,6 +74,9 @@ pub(crate) unsafe fn gemm_into(
     rhs: &[f32],
     rhs_strides: (usize, usize),
 ) {
+    if m == 0 || n == 0 {
+        return;
+    }
     if k == 0 {
         for row in 0..m {
             std::ptr::write_bytes(dst.add(row * dst_rs), 0, n);
@@ -117,7 +120,7 @@ pub(crate) unsafe fn gemm_into(
 fn dims(x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
     let xd = x.dims();
     let wd = w.dims();
-    if xd.is_empty() || wd.len() != 2 || xd[xd.len() - 1] != wd[1] {
+    if xd.is_empty() || wd.len() != 2 || xd[xd.len() - 1] != wd[1] || wd[0] == 0 || wd[1] == 0 {
         candle_core::bail!("linear: input {xd:?} does not match weight {wd:?}");
     }
     let inp = wd[1];
@@ -180,7 +183,7 @@ impl CustomOp2 for LinearGradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let wd = wl.dims();
         let gd = gl.dims();
-        if wd.len() != 2 || gd.last() != Some(&wd[0]) {
+        if wd.len() != 2 || gd.last() != Some(&wd[0]) || wd[0] == 0 || wd[1] == 0 {
             candle_core::bail!("linear backward: gradient {gd:?} vs weight {wd:?}");
         }
         let (out, inp) = (wd[0], wd[1]);
@@ -210,7 +213,8 @@ impl CustomOp2 for LinearGradWeight {
         xl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (gd, xd) = (gl.dims(), xl.dims());
-        if gd.is_empty() || xd.is_empty() || gd[..gd.len() - 1] != xd[..xd.len() - 1] {
+        let empty = |d: &[usize]| d.last().is_none_or(|&n| n == 0);
+        if empty(gd) || empty(xd) || gd[..gd.len() - 1] != xd[..xd.len() - 1] {
             candle_core::bail!("linear backward: gradient {gd:?} vs input {xd:?}");
         }
         let (out, inp) = (gd[gd.len() - 1], xd[xd.len() - 1]);

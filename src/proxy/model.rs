@@ -12,7 +12,7 @@
 use super::attention::CausalAttention;
 use super::config::ProxyConfig;
 use crate::error::Result;
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
 use candle_nn::{Embedding, Linear};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -48,6 +48,10 @@ pub struct ProxyModel {
     mask: Tensor,
     n_heads: usize,
     head_dim: usize,
+    /// Our fused CPU ops (the default on the CPU) or candle's basic ops (the
+    /// only choice on other devices; on the CPU, the reference they are tested
+    /// against).
+    fused: bool,
 }
 
 /// Seeded weight factory: every tensor is drawn from one `StdRng` in a fixed order.
@@ -83,8 +87,8 @@ impl Init<'_> {
 
 /// RMSNorm: our fused op on the CPU, basic ops elsewhere (candle's own fused
 /// norm has no backward).
-fn rms_norm(x: &Tensor, gain: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() {
+fn rms_norm(x: &Tensor, gain: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    if fused {
         return x
             .contiguous()?
             .apply_op2(gain, super::ops::RmsNorm { eps: 1e-5 });
@@ -94,14 +98,18 @@ fn rms_norm(x: &Tensor, gain: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// `x · Wᵀ`: our fused linear op on the CPU, `candle_nn::Linear` elsewhere.
-fn proj(x: &Tensor, lin: &Linear) -> candle_core::Result<Tensor> {
-    super::linear::linear(x, lin.weight())
+fn proj(x: &Tensor, lin: &Linear, fused: bool) -> candle_core::Result<Tensor> {
+    if fused {
+        super::linear::linear(x, lin.weight())
+    } else {
+        lin.forward(x)
+    }
 }
 
 /// `silu(gate) ⊙ up`: our fused op on the CPU (one node, one pass each way),
 /// basic ops elsewhere.
-fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
-    if gate.device().is_cpu() {
+fn swiglu(gate: &Tensor, up: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    if fused {
         return gate
             .contiguous()?
             .apply_op2(&up.contiguous()?, super::ops::SwiGlu);
@@ -111,8 +119,8 @@ fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Heads `[B, H, T, hd]` back to `[B·T, H·hd]`: our fused op on the CPU
 /// (one copy, one node), transpose + reshape elsewhere.
-fn merge_heads(y: &Tensor) -> candle_core::Result<Tensor> {
-    if y.device().is_cpu() {
+fn merge_heads(y: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    if fused {
         return y.contiguous()?.apply_op1(super::ops::HeadMerge);
     }
     let (b, h, t, hd) = y.dims4()?;
@@ -179,8 +187,15 @@ impl ProxyModel {
             mask,
             n_heads: cfg.n_heads,
             head_dim,
+            fused: device.is_cpu(),
         };
         Ok((model, Params { vars: init.params }))
+    }
+
+    /// Use candle's basic ops instead of the fused CPU ops (tests compare the
+    /// two; off the CPU the basic ops are always used).
+    pub fn use_basic_ops(&mut self) {
+        self.fused = false;
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]` (T ≤ the configured seq_len).
@@ -203,12 +218,13 @@ impl ProxyModel {
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let f = self.fused;
         for blk in &self.blocks {
-            let x = rms_norm(&h, &blk.attn_norm)?;
-            let q = self.heads(&proj(&x, &blk.wq)?, b, t, Some((&cos, &sin)))?;
-            let k = self.heads(&proj(&x, &blk.wk)?, b, t, Some((&cos, &sin)))?;
-            let v = self.heads(&proj(&x, &blk.wv)?, b, t, None)?;
-            let y = if q.device().is_cpu() {
+            let x = rms_norm(&h, &blk.attn_norm, f)?;
+            let q = self.heads(&proj(&x, &blk.wq, f)?, b, t, Some((&cos, &sin)))?;
+            let k = self.heads(&proj(&x, &blk.wk, f)?, b, t, Some((&cos, &sin)))?;
+            let v = self.heads(&proj(&x, &blk.wv, f)?, b, t, None)?;
+            let y = if f {
                 q.apply_op3(
                     &k,
                     &v,
@@ -221,14 +237,14 @@ impl ProxyModel {
                 let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
                 candle_nn::ops::softmax(&att, D::Minus1)?.matmul(&v)?
             };
-            let y = merge_heads(&y)?;
-            h = (h + proj(&y, &blk.wo)?)?;
-            let x = rms_norm(&h, &blk.mlp_norm)?;
-            let gate = proj(&x, &blk.w_gate)?;
-            let up = proj(&x, &blk.w_up)?;
-            h = (h + proj(&swiglu(&gate, &up)?, &blk.w_down)?)?;
+            let y = merge_heads(&y, f)?;
+            h = (h + proj(&y, &blk.wo, f)?)?;
+            let x = rms_norm(&h, &blk.mlp_norm, f)?;
+            let gate = proj(&x, &blk.w_gate, f)?;
+            let up = proj(&x, &blk.w_up, f)?;
+            h = (h + proj(&swiglu(&gate, &up, f)?, &blk.w_down, f)?)?;
         }
-        proj(&rms_norm(&h, &self.final_norm)?, &self.lm_head)
+        proj(&rms_norm(&h, &self.final_norm, f)?, &self.lm_head, f)
     }
 
     /// Splits a projection `[B·T, H·hd]` into heads `[B, H, T, hd]`, rotating
@@ -241,7 +257,7 @@ impl ProxyModel {
         t: usize,
         rope: Option<(&Tensor, &Tensor)>,
     ) -> candle_core::Result<Tensor> {
-        if x.device().is_cpu() {
+        if self.fused {
             let op = super::ops::HeadSplit {
                 seq: t,
                 n_heads: self.n_heads,
@@ -266,7 +282,7 @@ impl ProxyModel {
         let targets = window.narrow(1, 1, t1 - 1)?;
         let logits = self.forward_flat(&inputs)?;
         let targets = targets.contiguous()?.reshape(b * (t1 - 1))?;
-        if logits.device().is_cpu() {
+        if self.fused {
             logits.apply_op2(&targets, super::ops::CrossEntropy)
         } else {
             candle_nn::loss::cross_entropy(&logits, &targets)
@@ -330,6 +346,46 @@ mod tests {
                 .unwrap_or_else(|| panic!("no grad for {name}"));
             let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(norm > 0.0, "zero gradient for {name}");
+        }
+    }
+
+    /// The fused CPU model computes the same loss and gradients as the
+    /// basic-op model (the path every non-CPU device takes), so the GPU path
+    /// is checked here too, on the CPU.
+    #[test]
+    fn fused_ops_match_the_basic_op_model() {
+        let mut cfg = tiny();
+        cfg.seq_len = 40; // two causal row blocks in the fused attention
+        let dev = Device::Cpu;
+        let (fused, params) = ProxyModel::new(&cfg, 20, 7, &dev).unwrap();
+        // The same seed draws the same weights into the second model's own variables.
+        let (mut basic, basic_params) = ProxyModel::new(&cfg, 20, 7, &dev).unwrap();
+        basic.use_basic_ops();
+        let ids: Vec<u32> = (0..3 * 41).map(|i| ((i * 7 + i / 5) % 20) as u32).collect();
+        let window = Tensor::from_vec(ids, (3, 41), &dev).unwrap();
+        let lf = fused.loss(&window).unwrap();
+        let lb = basic.loss(&window).unwrap();
+        let (a, b): (f32, f32) = (lf.to_scalar().unwrap(), lb.to_scalar().unwrap());
+        assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        let (gf, gb) = (lf.backward().unwrap(), lb.backward().unwrap());
+        for ((name, var, _), (_, other, _)) in params.vars.iter().zip(&basic_params.vars) {
+            let x = gf.get(var.as_tensor()).unwrap();
+            let y = gb
+                .get(other.as_tensor())
+                .unwrap_or_else(|| panic!("no basic grad for {name}"));
+            let diff: f32 = (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            let scale: f32 = y.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+            assert!(
+                diff <= 1e-4 * scale.max(1e-3),
+                "{name}: {diff} (max |g| {scale})"
+            );
         }
     }
 

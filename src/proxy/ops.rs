@@ -178,6 +178,9 @@ fn wide<R>(f: impl FnOnce() -> R) -> R {
 /// `softmax(scale · p[i][..=i])`, zero beyond column `i` (the fused
 /// attention's forward, and its backward's recomputation).
 pub(crate) fn causal_softmax_block(p: &mut [f32], t: usize, scale: f32) {
+    if t == 0 {
+        return;
+    }
     wide(
         #[inline(always)]
         || {
@@ -196,6 +199,9 @@ pub(crate) fn causal_softmax_block(p: &mut [f32], t: usize, scale: f32) {
 /// In place on one head's T×T block: `d` (∂loss/∂P) becomes the gradient of
 /// the raw scores, `scale · P ⊙ (d − Σ_j P_j d_j)` per row, zero where masked.
 pub(crate) fn causal_softmax_bwd_block(p: &[f32], d: &mut [f32], t: usize, scale: f32) {
+    if t == 0 {
+        return;
+    }
     wide(
         #[inline(always)]
         || {
@@ -242,6 +248,7 @@ impl CustomOp2 for RmsNorm {
         if l1.dims().last() != Some(&d) {
             candle_core::bail!("rms-norm: gain of {d} for rows of {:?}", l1.dims());
         }
+        whole_rows(x, d, self.name())?;
         let out = wide(
             #[inline(always)]
             || {
@@ -299,6 +306,8 @@ impl CustomOp3 for RmsNormBwd {
         let gain = contiguous_f32(s2, l2, self.name())?;
         let g = contiguous_f32(s3, l3, self.name())?;
         let d = gain.len();
+        whole_rows(x, d, self.name())?;
+        same_len(x, g, self.name())?;
         let out = wide(
             #[inline(always)]
             || {
@@ -353,6 +362,9 @@ fn rows<'a>(
     let (n, v) = l1.shape().dims2()?;
     if t.len() != n {
         candle_core::bail!("{op}: {n} rows of logits but {} targets", t.len());
+    }
+    if v == 0 {
+        candle_core::bail!("{op}: empty vocabulary");
     }
     if let Some(bad) = t.iter().find(|&&id| id as usize >= v) {
         candle_core::bail!("{op}: target id {bad} outside the vocabulary of {v}");
@@ -451,6 +463,14 @@ impl CustomOp2 for CrossEntropyBwd {
 /// and candle's SiLU backward alone is seven passes (neg, exp, +1, recip, …)
 /// with scalar `expf`; here the backward is one pass producing both gradients.
 pub struct SwiGlu;
+
+/// `x` must split into whole rows of `d > 0` values.
+fn whole_rows(x: &[f32], d: usize, op: &str) -> Result<()> {
+    if d == 0 || !x.len().is_multiple_of(d) {
+        candle_core::bail!("{op}: {} values do not form rows of {d}", x.len());
+    }
+    Ok(())
+}
 
 fn same_len(a: &[f32], b: &[f32], op: &str) -> Result<()> {
     if a.len() != b.len() {

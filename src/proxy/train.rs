@@ -6,7 +6,8 @@
 //! A scheduled run (`train_proxy_controlled`) hands a [`MixtureController`]
 //! each step's per-domain batch losses and tokens seen, lets it measure
 //! validation losses, and switches the sampling mixture when it says so. Static
-//! runs take the original code path, so they stay bit-identical for a seed.
+//! runs take the original code path, so they stay bit-identical for a seed
+//! (and the same `threads`).
 
 use super::config::ProxyConfig;
 use super::model::{Params, ProxyModel};
@@ -438,7 +439,7 @@ fn train_loop(
     // Data-parallel row shards (CPU only): shard i takes rows
     // [i·B/n, (i+1)·B/n) of every batch.
     let n_shards = if device.is_cpu() {
-        opts.threads.clamp(1, cfg.batch_size)
+        opts.threads.max(1).min(cfg.batch_size.max(1))
     } else {
         1
     };
