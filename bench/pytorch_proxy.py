@@ -42,6 +42,8 @@ def main():
                       ("lr", float), ("weight_decay", float), ("init_std", float),
                       ("rope_theta", float), ("grad_clip", float)]:
         p.add_argument("--" + name.replace("_", "-"), type=typ, required=True)
+    p.add_argument("--attention", choices=["sdpa", "naive"], default="sdpa",
+                   help="sdpa: torch's fused causal attention; naive: matmul, mask, softmax, matmul")
     a = p.parse_args()
     torch = ensure_torch()
     import torch.nn as nn
@@ -86,8 +88,12 @@ def main():
             y = self.attn_norm(x)
             q, k, v = (m(y).view(b, t, h, hd).transpose(1, 2) for m in (self.wq, self.wk, self.wv))
             q, k = rope(q), rope(k)
-            att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + mask, -1)
-            x = x + self.wo((att @ v).transpose(1, 2).reshape(b, t, d))
+            if a.attention == "sdpa":
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + mask, -1)
+                o = att @ v
+            x = x + self.wo(o.transpose(1, 2).reshape(b, t, d))
             y = self.mlp_norm(x)
             return x + self.w_down(F.silu(self.w_gate(y)) * self.w_up(y))
 
@@ -134,7 +140,7 @@ def main():
     dt = time.perf_counter() - t0
     tokens = a.steps * a.batch_size * a.seq_len
     print(json.dumps({
-        "impl": "pytorch " + torch.__version__,
+        "impl": "pytorch " + torch.__version__ + " (" + a.attention + " attention)",
         "tokens_per_s": tokens / dt,
         "ms_per_step": 1000 * dt / a.steps,
         "peak_rss_mib": peak_rss_mib(),

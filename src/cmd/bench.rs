@@ -43,6 +43,12 @@ pub struct SweepBench {
     pub jobs: Option<usize>,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PytorchAttention {
+    Sdpa,
+    Naive,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TrainBench {
     /// Proxy preset: a TOML file or a built-in name (tiny, small, 1m).
@@ -72,6 +78,11 @@ pub struct TrainBench {
     /// Path of the PyTorch reference script.
     #[arg(long, default_value = "bench/pytorch_proxy.py")]
     pub pytorch_script: PathBuf,
+    /// PyTorch's attention: `sdpa` (its fused `scaled_dot_product_attention`,
+    /// is_causal — the fair match for mixopt's fused attention) or `naive`
+    /// (matmul, mask, softmax, matmul).
+    #[arg(long, value_enum, default_value = "sdpa")]
+    pub pytorch_attention: PytorchAttention,
     /// Where mixopt's proxy trains: cpu, or cuda:N (build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -231,6 +242,9 @@ fn measure_all(
         cfg.name, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.batch_size, cfg.seq_len,
         cache.vocab_size(), b.threads, b.steps, b.warmup_steps, flops / 1e6
     );
+    if b.vs_pytorch {
+        println!("PyTorch attention: {:?}", b.pytorch_attention);
+    }
     println!(
         "{:<10} {:>4} {:>12} {:>10} {:>9} {:>10}",
         "impl", "rep", "tokens/s", "ms/step", "GFLOP/s", "peak MiB"
@@ -337,6 +351,14 @@ fn measure_pytorch(b: &TrainBench, cfg: &ProxyConfig, vocab: usize) -> anyhow::R
         arg("init-std", cfg.init_std.to_string()),
         arg("rope-theta", cfg.rope_theta.to_string()),
         arg("grad-clip", cfg.grad_clip.to_string()),
+        arg(
+            "attention",
+            match b.pytorch_attention {
+                PytorchAttention::Sdpa => "sdpa",
+                PytorchAttention::Naive => "naive",
+            }
+            .into(),
+        ),
     ]
     .concat();
     let out = std::process::Command::new(&b.python)
