@@ -15,19 +15,9 @@
 //! CPU only; other devices use candle's ops (see `model.rs`).
 
 use super::linear::gemm_into;
+use super::ops::contiguous_f32;
 use super::ops::{causal_softmax_block, causal_softmax_bwd_block};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
-
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d,
-        _ => candle_core::bail!("attention: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("attention: {what} must be contiguous"),
-    }
-}
 
 /// (B·H, T, hd) of a `[B, H, T, hd]` layout.
 fn heads_dims(l: &Layout, what: &str) -> Result<(usize, usize, usize)> {
@@ -96,9 +86,9 @@ impl CustomOp3 for CausalAttention {
             );
         }
         let (q, k, v) = (
-            f32_data(qs, ql, "q")?,
-            f32_data(ks, kl, "k")?,
-            f32_data(vs, vl, "v")?,
+            contiguous_f32(qs, ql, "attention q")?,
+            contiguous_f32(ks, kl, "attention k")?,
+            contiguous_f32(vs, vl, "attention v")?,
         );
         let block = t * hd;
         let mut p = vec![0f32; t * t];
@@ -163,16 +153,16 @@ impl CustomOp1 for CausalAttentionBwd {
 
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (bh, t, hd) = heads_dims(gl, "dy")?;
-        let dy = f32_data(gs, gl, "dy")?;
+        let dy = contiguous_f32(gs, gl, "attention dy")?;
         let (q_store, ql) = self.q.storage_and_layout();
         let (k_store, kl) = self.k.storage_and_layout();
         let (v_store, vl) = self.v.storage_and_layout();
         // Borrow the forward inputs' storage (read locks) rather than copy it.
         let (q, k, v) = match (&*q_store, &*k_store, &*v_store) {
             (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)) => (
-                f32_data(a, ql, "q")?,
-                f32_data(b, kl, "k")?,
-                f32_data(c, vl, "v")?,
+                contiguous_f32(a, ql, "attention q")?,
+                contiguous_f32(b, kl, "attention k")?,
+                contiguous_f32(c, vl, "attention v")?,
             ),
             _ => candle_core::bail!("attention backward: inputs must be on the CPU"),
         };

@@ -11,19 +11,8 @@
 //!
 //! CPU only; other devices use `candle_nn::Linear`.
 
+use super::ops::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-
-/// Contiguous f32 data of a CPU tensor.
-fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d,
-        _ => candle_core::bail!("linear: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("linear: {what} must be contiguous"),
-    }
-}
 
 /// `dst[m×n] = lhs · rhs`, `lhs` an m×k and `rhs` a k×n matrix given by their
 /// (row, column) strides, `dst` row-major. Returns a fresh buffer.
@@ -143,8 +132,8 @@ impl CustomOp2 for FusedLinear {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, inp, out) = dims(xl, wl)?;
-        let x = f32_data(xs, xl, "input")?;
-        let w = f32_data(ws, wl, "weight")?;
+        let x = contiguous_f32(xs, xl, "linear input")?;
+        let w = contiguous_f32(ws, wl, "linear weight")?;
         // Wᵀ as an in×out matrix: row stride 1, column stride `in`.
         let y = product(rows, out, inp, x, (inp, 1), w, (1, inp));
         let mut shape = xl.dims().to_vec();
@@ -188,8 +177,8 @@ impl CustomOp2 for LinearGradInput {
         }
         let (out, inp) = (wd[0], wd[1]);
         let rows = gl.shape().elem_count() / out.max(1);
-        let g = f32_data(gs, gl, "gradient")?;
-        let w = f32_data(ws, wl, "weight")?;
+        let g = contiguous_f32(gs, gl, "linear gradient")?;
+        let w = contiguous_f32(ws, wl, "linear weight")?;
         let dx = product(rows, inp, out, g, (out, 1), w, (inp, 1));
         let mut shape = gd.to_vec();
         *shape.last_mut().expect("checked non-empty") = inp;
@@ -219,8 +208,8 @@ impl CustomOp2 for LinearGradWeight {
         }
         let (out, inp) = (gd[gd.len() - 1], xd[xd.len() - 1]);
         let rows = xl.shape().elem_count() / inp.max(1);
-        let g = f32_data(gs, gl, "gradient")?;
-        let x = f32_data(xs, xl, "input")?;
+        let g = contiguous_f32(gs, gl, "linear gradient")?;
+        let x = contiguous_f32(xs, xl, "linear input")?;
         // dyᵀ as an out×rows matrix: row stride 1, column stride `out`.
         let dw = product(out, inp, rows, g, (1, out), x, (inp, 1));
         Ok((CpuStorage::F32(dw), Shape::from((out, inp))))
