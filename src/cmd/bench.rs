@@ -49,6 +49,16 @@ pub enum PytorchAttention {
     Naive,
 }
 
+impl PytorchAttention {
+    /// The flag value, also what `bench/pytorch_proxy.py --attention` takes.
+    fn name(self) -> &'static str {
+        match self {
+            PytorchAttention::Sdpa => "sdpa",
+            PytorchAttention::Naive => "naive",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct TrainBench {
     /// Proxy preset: a TOML file or a built-in name (tiny, small, 1m).
@@ -81,7 +91,7 @@ pub struct TrainBench {
     /// PyTorch's attention: `sdpa` (its fused `scaled_dot_product_attention`,
     /// is_causal — the fair match for mixopt's fused attention) or `naive`
     /// (matmul, mask, softmax, matmul).
-    #[arg(long, value_enum, default_value = "sdpa")]
+    #[arg(long, value_enum, default_value = "sdpa", requires = "vs_pytorch")]
     pub pytorch_attention: PytorchAttention,
     /// Where mixopt's proxy trains: cpu, or cuda:N (build with --features cuda).
     #[arg(long, default_value = "cpu")]
@@ -243,7 +253,7 @@ fn measure_all(
         cache.vocab_size(), b.threads, b.steps, b.warmup_steps, flops / 1e6
     );
     if b.vs_pytorch {
-        println!("PyTorch attention: {:?}", b.pytorch_attention);
+        println!("PyTorch attention: {}", b.pytorch_attention.name());
     }
     println!(
         "{:<10} {:>4} {:>12} {:>10} {:>9} {:>10}",
@@ -351,14 +361,7 @@ fn measure_pytorch(b: &TrainBench, cfg: &ProxyConfig, vocab: usize) -> anyhow::R
         arg("init-std", cfg.init_std.to_string()),
         arg("rope-theta", cfg.rope_theta.to_string()),
         arg("grad-clip", cfg.grad_clip.to_string()),
-        arg(
-            "attention",
-            match b.pytorch_attention {
-                PytorchAttention::Sdpa => "sdpa",
-                PytorchAttention::Naive => "naive",
-            }
-            .into(),
-        ),
+        arg("attention", b.pytorch_attention.name().into()),
     ]
     .concat();
     let out = std::process::Command::new(&b.python)

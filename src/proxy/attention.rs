@@ -294,16 +294,7 @@ mod tests {
                     scale: scale as f32,
                 },
             )?;
-            let mask: Vec<f32> = (0..t * t)
-                .map(|i| {
-                    if i % t > i / t {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (t, t), &dev)?;
+            let mask = crate::proxy::model::causal_mask(t, &dev)?;
             let scores =
                 (q.as_tensor().matmul(&k.as_tensor().t()?)? * scale)?.broadcast_add(&mask)?;
             let plain = candle_nn::ops::softmax(&scores, D::Minus1)?.matmul(v.as_tensor())?;

@@ -9,7 +9,7 @@
 //! step). Here forward and backward are one node each way and call the same
 //! `gemm` crate candle uses, writing straight into fresh buffers.
 //!
-//! CPU only; other devices use `candle_nn::Linear`.
+//! CPU only; on other devices the model uses `candle_nn::Linear`.
 
 use super::ops::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -216,13 +216,10 @@ impl CustomOp2 for LinearGradWeight {
     }
 }
 
-/// `x · Wᵀ`: the fused op on the CPU, candle's matmul elsewhere.
+/// `x · Wᵀ` through the fused op (CPU tensors; `model.rs` picks candle's
+/// `Linear` on other devices).
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() {
-        x.contiguous()?.apply_op2(w, FusedLinear)
-    } else {
-        candle_core::Module::forward(&candle_nn::Linear::new(w.clone(), None), x)
-    }
+    x.contiguous()?.apply_op2(w, FusedLinear)
 }
 
 #[cfg(test)]

@@ -165,17 +165,7 @@ impl ProxyModel {
 
         let head_dim = d / cfg.n_heads;
         let (cos, sin, rope_cpu) = rope_tables(cfg.seq_len, head_dim, cfg.rope_theta, device)?;
-        let t = cfg.seq_len;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|i| {
-                if i % t > i / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), device)?;
+        let mask = causal_mask(cfg.seq_len, device)?;
         let model = ProxyModel {
             tok_emb,
             blocks,
@@ -288,6 +278,21 @@ impl ProxyModel {
             candle_nn::loss::cross_entropy(&logits, &targets)
         }
     }
+}
+
+/// Additive causal mask `[T, T]`: 0 where column ≤ row, −∞ above (the
+/// basic-op attention; the fused op needs none).
+pub(crate) fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)
 }
 
 /// RoPE cos/sin tables `[T, head_dim/2]`, as tensors and as plain vectors for
