@@ -13,3 +13,4 @@ pub mod prepare;
 pub mod report;
 pub mod sweep;
 pub mod train;
+pub mod validate;

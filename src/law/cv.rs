@@ -76,17 +76,10 @@ pub fn score(fitted: &dyn FittedLaw, x: &[Vec<f64>], y: &[f64]) -> Score {
     score_predictions(&pred, y)
 }
 
-/// k-fold cross validation: shuffle run indices with `seed`, split into `k`
-/// near-equal folds, fit on k−1 folds (fit seed `seed + fold`) and predict the
-/// held-out one; score all out-of-fold predictions together.
-pub fn cross_validate(
-    law: &dyn MixingLaw,
-    x: &[Vec<f64>],
-    y: &[f64],
-    k: usize,
-    seed: u64,
-) -> Result<CvReport> {
-    let n = x.len();
+/// The held-out runs of each of `k` folds over `n` runs: run indices shuffled
+/// with `seed`, fold f holding positions [f·n/k, (f+1)·n/k). Every law's
+/// cross-validation uses these, so laws are compared on the same folds.
+pub fn folds(n: usize, k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
     if k < 2 {
         return Err(Error::invalid(format!(
             "--folds {k}: need at least 2 folds"
@@ -99,12 +92,49 @@ pub fn cross_validate(
     }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut StdRng::seed_from_u64(seed));
+    Ok((0..k)
+        .map(|fold| order[fold * n / k..(fold + 1) * n / k].to_vec())
+        .collect())
+}
+
+/// The training runs of fold `f`: every other fold's, in fold order.
+pub fn rest(folds: &[Vec<usize>], f: usize) -> Vec<usize> {
+    folds
+        .iter()
+        .enumerate()
+        .filter(|(g, _)| *g != f)
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect()
+}
+
+/// The report for pooled out-of-fold predictions.
+pub fn cv_report(k: usize, pred: &[f64], y: &[f64]) -> CvReport {
+    let s = score_predictions(pred, y);
+    CvReport {
+        k,
+        n: s.n,
+        spearman: s.spearman,
+        pearson: s.pearson,
+        mse: s.mse,
+        mae: s.mae,
+    }
+}
+
+/// k-fold cross validation over `folds`: fit on k−1 folds (fit seed
+/// `seed + fold`) and predict the held-out one; score all out-of-fold
+/// predictions together.
+pub fn cross_validate(
+    law: &dyn MixingLaw,
+    x: &[Vec<f64>],
+    y: &[f64],
+    k: usize,
+    seed: u64,
+) -> Result<CvReport> {
+    let n = x.len();
     let mut pred = vec![0.0; n];
-    for fold in 0..k {
-        // Fold f holds positions [f·n/k, (f+1)·n/k) of the shuffled order.
-        let (lo, hi) = (fold * n / k, (fold + 1) * n / k);
-        let held = &order[lo..hi];
-        let train: Vec<usize> = order[..lo].iter().chain(&order[hi..]).copied().collect();
+    let folds = folds(n, k, seed)?;
+    for (fold, held) in folds.iter().enumerate() {
+        let train = rest(&folds, fold);
         let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
         let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
         let fitted = law.fit(&tx, &ty, seed.wrapping_add(fold as u64))?;
@@ -112,15 +142,7 @@ pub fn cross_validate(
             pred[i] = fitted.predict(&x[i]);
         }
     }
-    let s = score_predictions(&pred, y);
-    Ok(CvReport {
-        k,
-        n: s.n,
-        spearman: s.spearman,
-        pearson: s.pearson,
-        mse: s.mse,
-        mae: s.mae,
-    })
+    Ok(cv_report(k, &pred, y))
 }
 
 /// Pearson correlation; NaN if either side is constant or the lengths differ.
@@ -175,7 +197,7 @@ pub fn ranks(v: &[f64]) -> Vec<f64> {
 
 /// serde for f64 fields that may be NaN: JSON has no NaN, so write null and
 /// read null back as NaN.
-mod nan_as_null {
+pub(crate) mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {

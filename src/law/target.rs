@@ -27,7 +27,19 @@ pub struct Target {
 impl Target {
     /// Parse `spec` against `metric_names`. A name is an exact column name;
     /// `loss_<d>` also resolves to `d` (the runs-table column of metric `d`).
+    /// `mean` is the mean of all metrics.
     pub fn parse(spec: &str, metric_names: &[String]) -> Result<Target> {
+        Self::parse_scoped(spec, metric_names, metric_names)
+    }
+
+    /// As `parse`, with `mean` taken over the metrics named in `mean_over`
+    /// (a sweep's training domains: its evaluation-only domains are targets
+    /// of their own), or over all metrics when none of them is named there.
+    pub fn parse_scoped(
+        spec: &str,
+        metric_names: &[String],
+        mean_over: &[String],
+    ) -> Result<Target> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(Error::invalid("--target is empty"));
@@ -47,14 +59,19 @@ impl Target {
             });
         }
         if spec == "mean" {
-            let coef = 1.0 / metric_names.len() as f64;
+            let mut over: Vec<usize> = (0..metric_names.len())
+                .filter(|&i| mean_over.contains(&metric_names[i]))
+                .collect();
+            if over.is_empty() {
+                over = (0..metric_names.len()).collect();
+            }
+            let coef = 1.0 / over.len() as f64;
             return Ok(Target {
                 spec: spec.to_string(),
-                terms: metric_names
-                    .iter()
-                    .enumerate()
-                    .map(|(index, m)| Term {
-                        metric: m.clone(),
+                terms: over
+                    .into_iter()
+                    .map(|index| Term {
+                        metric: metric_names[index].clone(),
                         index,
                         coef,
                     })
@@ -159,6 +176,9 @@ mod tests {
     fn mean_and_weighted_sums() {
         let row = [1.0, 2.0, 3.0, 6.0];
         assert_eq!(Target::parse("mean", &names()).unwrap().eval(&row), 3.0);
+        // Scoped to training domains: an evaluation-only metric is left out.
+        let scoped = Target::parse_scoped("mean", &names(), &names()[..2]).unwrap();
+        assert_eq!(scoped.terms().len(), 2);
         let t = Target::parse("0.7*web + 0.3 * code", &names()).unwrap();
         assert!((t.eval(&row) - 1.3).abs() < 1e-12);
         let t = Target::parse("web+a.b-c", &names()).unwrap();

@@ -12,7 +12,10 @@ pub mod linear;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod pool;
+pub mod sweep;
 pub mod train;
+pub mod validate;
 
 pub use config::ProxyConfig;
 pub use device::parse_device;

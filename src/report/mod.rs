@@ -16,7 +16,7 @@ pub mod svg;
 use crate::error::{Error, Result};
 use crate::export::Trajectory;
 use crate::law::cv::score_predictions;
-use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score, Target};
+use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score};
 use crate::mixture::Mixture;
 use crate::store::import::from_runs_csv;
 use rand::rngs::StdRng;
@@ -80,7 +80,7 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
     let data = from_runs_csv(&inputs.runs)?
         .align_domains(&file.domains)
         .map_err(|e| Error::invalid(format!("runs vs law {}: {e}", inputs.law.display())))?;
-    let target = Target::parse(&file.target, &data.metric_names).map_err(|e| {
+    let target = data.target(&file.target).map_err(|e| {
         Error::invalid(format!(
             "{}: target of {}: {e}",
             inputs.runs.display(),
@@ -338,7 +338,7 @@ mod tests {
             metrics,
             source: "test".into(),
         };
-        let target = Target::parse("mean", &data.metric_names).unwrap();
+        let target = crate::law::Target::parse("mean", &data.metric_names).unwrap();
         let opts = FitOptions {
             law: "loglinear".into(),
             folds: 4,

@@ -116,11 +116,12 @@ impl CheckpointsWriter {
     }
 }
 
-/// Checkpoints by run id (steps ascending) and the table's domains. Returns
-/// None when the file does not exist.
-pub fn read_checkpoints(
-    path: &Path,
-) -> Result<Option<(Vec<String>, BTreeMap<String, Vec<Checkpoint>>)>> {
+/// A checkpoints table read whole: its loss columns' domains, and each run's
+/// checkpoints (steps ascending) by run id.
+pub type CheckpointTable = (Vec<String>, BTreeMap<String, Vec<Checkpoint>>);
+
+/// The table at `path`, or None when the file does not exist.
+pub fn read_checkpoints(path: &Path) -> Result<Option<CheckpointTable>> {
     if !path.exists() {
         return Ok(None);
     }

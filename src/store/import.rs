@@ -36,6 +36,13 @@ impl RunsData {
         self.ids.is_empty()
     }
 
+    /// A target over these runs' metrics; `mean` is over the training domains'
+    /// losses when the metrics include them (a sweep's runs table), else over
+    /// every metric.
+    pub fn target(&self, spec: &str) -> Result<crate::law::Target> {
+        crate::law::Target::parse_scoped(spec, &self.metric_names, &self.domains)
+    }
+
     /// The column-wise mean of the mixtures: the prior recorded in law.json
     /// when the runs come without a sweep sidecar.
     pub fn mean_mixture(&self) -> Result<Mixture> {
