@@ -6,7 +6,7 @@
 //! comparison table and writes the law with the best CV Spearman ρ.
 
 use crate::law::{fit_law, known_laws, FitOptions, HeldOut, Hyper, LoadedLaw, SourceFile, Target};
-use crate::store::import::{from_runs_csv, from_two_csvs, read_sidecar_prior, RunsData};
+use crate::store::import::{from_runs_csv, from_two_tables, read_sidecar_prior, RunsData};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -74,10 +74,13 @@ fn load_data(
             from_runs_csv(r).with_context(|| format!("reading runs table {}", r.display()))?,
             vec![r.to_path_buf()],
         )),
-        (None, Some(m), Some(l)) => Ok((
-            from_two_csvs(m, l, id).context("reading mixtures and losses")?,
-            vec![m.to_path_buf(), l.to_path_buf()],
-        )),
+        (None, Some(m), Some(l)) => {
+            let (data, notes) = from_two_tables(m, l, id).context("reading mixtures and losses")?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            Ok((data, vec![m.to_path_buf(), l.to_path_buf()]))
+        }
         _ => bail!("give --runs, or both --mixtures and --losses"),
     }
 }

@@ -37,18 +37,33 @@ pub struct WeightsFile {
     pub provenance: serde_json::Value,
 }
 
-/// Domain names travel into CSV headers and framework configs: keep them plain.
+/// Characters a domain name may not hold, besides control characters: `,`
+/// and `=` separate entries of a mixture spec (`a=0.5,b=0.5`) and of flags
+/// such as `--min NAME=W`, and `"` would need escaping in the runs table's
+/// and the trajectory's CSV headers. Every other printable character (`:` of
+/// a hierarchy `source:topic`, spaces, `+`, …) is carried by every export
+/// format, each quoting or escaping it its own way; a name one format cannot
+/// carry is refused by that format alone.
+pub const FORBIDDEN_NAME_CHARS: [char; 3] = [',', '=', '"'];
+
+/// Domain names travel into CSV headers, flags and framework configs: any
+/// printable text without leading or trailing whitespace (CSV readers trim
+/// it) and without `FORBIDDEN_NAME_CHARS`.
 pub fn check_domain_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
-    if ok {
-        Ok(())
+    let problem = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.trim() != name {
+        Some("starts or ends with whitespace".to_string())
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        Some(format!("holds the control character {c:?}"))
     } else {
-        Err(Error::invalid(format!(
-            "domain name {name:?}: use letters, digits, '_', '-', '.', '/' only"
-        )))
+        name.chars()
+            .find(|c| FORBIDDEN_NAME_CHARS.contains(c))
+            .map(|c| format!("holds {c:?} (',', '=' and '\"' separate mixture specs and CSV fields)"))
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(Error::invalid(format!("domain name {name:?} {p}"))),
     }
 }
 
@@ -119,7 +134,7 @@ impl Mixture {
         let mut domains = Vec::new();
         let mut weights = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, w) = part.split_once('=').ok_or_else(|| {
+            let (name, w) = part.rsplit_once('=').ok_or_else(|| {
                 Error::invalid(format!(
                     "mixture {spec:?}: expected NAME=WEIGHT, got {part:?}"
                 ))
@@ -266,6 +281,18 @@ mod tests {
         assert!(Mixture::parse_spec("a=x").is_err());
         assert!(Mixture::parse_spec("a=NaN,b=1").is_err());
         assert!(Mixture::parse_spec("a=0.5,a=0.5").is_err());
+    }
+
+    #[test]
+    fn domain_names_may_hold_hierarchies_and_spaces() {
+        for ok in ["dclm:adult_content", "stack-edu:C++", "a b", "x/y.z", "ünï"] {
+            assert!(check_domain_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", " a", "a ", "a,b", "a=b", "a\"b", "a\tb", "a\nb"] {
+            assert!(check_domain_name(bad).is_err(), "{bad:?}");
+        }
+        let m = Mixture::parse_spec("dclm:web text=0.5, stack-edu:C++=0.5").unwrap();
+        assert_eq!(m.domains(), ["dclm:web text", "stack-edu:C++"]);
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl RunsWriter {
     /// finished rows already in the file.
     pub fn open(path: &Path, domains: &[String]) -> Result<(RunsWriter, Vec<RunRecord>)> {
         check_domains(domains)?;
+        if super::parquet::is_parquet(path) {
+            return Err(Error::invalid(format!(
+                "{}: runs tables are appended to as CSV (crash-safe, one row per run); \
+                 write a .csv and convert it to Parquet afterwards",
+                path.display()
+            )));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).at(dir)?;
         }
@@ -230,6 +237,13 @@ impl RunsWriter {
 /// trailing newline) is ignored; any other malformed row is an error naming
 /// file, line and column.
 pub fn read_runs(path: &Path) -> Result<(Vec<String>, Vec<RunRecord>)> {
+    if super::parquet::is_parquet(path) {
+        // A runs table exported to Parquet (e.g. with pandas) for scale:
+        // the same columns, the same checks.
+        let table = super::parquet::read(path)?;
+        let domains = header_domains(path, &table.header)?;
+        return runs_from_table(path, table, domains);
+    }
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -293,8 +307,27 @@ fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
 }
 
 fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, Vec<RunRecord>)> {
-    let (Table { header, rows }, domains) =
-        parse_table_checked(path, bytes, |h| header_domains(path, h))?;
+    let (table, domains) = parse_table_checked(path, bytes, |h| header_domains(path, h))?;
+    runs_from_table(path, table, domains)
+}
+
+fn runs_from_table(
+    path: &Path,
+    table: Table,
+    domains: Vec<String>,
+) -> Result<(Vec<String>, Vec<RunRecord>)> {
+    let Table {
+        header,
+        rows,
+        offset,
+    } = table;
+    if offset != 0 {
+        return Err(Error::parse(
+            path,
+            1,
+            "a runs table has no index column (its first column is run_id)",
+        ));
+    }
     let nf = FIXED_COLUMNS.len();
     let n = domains.len();
     let mut records = Vec::with_capacity(rows.len());
