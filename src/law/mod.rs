@@ -14,6 +14,7 @@ pub mod ensemble;
 pub mod gbdt;
 pub mod linear;
 pub mod loglinear;
+pub mod objective;
 pub mod target;
 pub mod trees;
 

@@ -59,7 +59,9 @@ pub fn check_domain_name(name: &str) -> Result<()> {
     } else {
         name.chars()
             .find(|c| FORBIDDEN_NAME_CHARS.contains(c))
-            .map(|c| format!("holds {c:?} (',', '=' and '\"' separate mixture specs and CSV fields)"))
+            .map(|c| {
+                format!("holds {c:?} (',', '=' and '\"' separate mixture specs and CSV fields)")
+            })
     };
     match problem {
         None => Ok(()),

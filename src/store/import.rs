@@ -239,10 +239,10 @@ fn shared_columns(
         let Some(lc) = lt.header.iter().position(|h| h == name) else {
             continue;
         };
-        let same = mt.rows.iter().all(|(_, f)| {
-            lrow.get(f[mi].as_str())
-                .is_none_or(|lf| lf[lc] == f[c])
-        });
+        let same = mt
+            .rows
+            .iter()
+            .all(|(_, f)| lrow.get(f[mi].as_str()).is_none_or(|lf| lf[lc] == f[c]));
         if same {
             out.push(name.clone());
         }
@@ -565,13 +565,21 @@ mod tests {
             assert_eq!(d.metric_names[0], "arc_challenge:rc::olmes");
             assert_eq!(d.metric_names.len(), 4);
             let all = notes.join("\n");
-            assert!(all.contains("\"name\"") && all.contains("\"index\""), "{all}");
+            assert!(
+                all.contains("\"name\"") && all.contains("\"index\""),
+                "{all}"
+            );
             if ext == "csv" {
                 assert!(all.contains("pandas' index"), "{all}");
             }
         }
         let csv = from_two_csvs(&dir.join("ratios.csv"), &dir.join("metrics.csv"), "run").unwrap();
-        let pq = from_two_csvs(&dir.join("ratios.parquet"), &dir.join("metrics.parquet"), "run").unwrap();
+        let pq = from_two_csvs(
+            &dir.join("ratios.parquet"),
+            &dir.join("metrics.parquet"),
+            "run",
+        )
+        .unwrap();
         assert_eq!(csv.weights, pq.weights);
         assert_eq!(csv.metrics, pq.metrics);
         let t = read_mixture_table(&dir.join("ratios.parquet"), "run").unwrap();
@@ -583,11 +591,18 @@ mod tests {
     fn same_named_weight_and_metric_columns_are_both_kept() {
         let dir = tempfile::tempdir().unwrap();
         let m = write(dir.path(), "m.csv", "id,web,code\n1,0.5,0.5\n2,0.25,0.75\n");
-        let l = write(dir.path(), "l.csv", "id,web,code,note\n1,3.1,2.0,x\n2,3.3,1.9,y\n");
+        let l = write(
+            dir.path(),
+            "l.csv",
+            "id,web,code,note\n1,3.1,2.0,x\n2,3.3,1.9,y\n",
+        );
         let (d, notes) = from_two_tables(&m, &l, "id").unwrap();
         assert_eq!(d.domains, ["web", "code"]);
         assert_eq!(d.metric_names, ["web", "code"]);
-        assert!(notes.len() == 1 && notes[0].contains("\"note\""), "{notes:?}");
+        assert!(
+            notes.len() == 1 && notes[0].contains("\"note\""),
+            "{notes:?}"
+        );
         // A numeric column with a bad cell further down is an error, not skipped.
         let l = write(dir.path(), "l.csv", "id,web\n1,3.1\n2,abc\n");
         let e = from_two_csvs(&m, &l, "id").unwrap_err().to_string();

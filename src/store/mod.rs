@@ -308,7 +308,10 @@ mod tests {
         assert_eq!(t.rows[1].1, ["y", "2"]);
         assert_eq!(t.file_col(1), 2);
         let e = parse_table(p, b",run,a\n0,x\n").unwrap_err().to_string();
-        assert!(e.contains("t.csv:2") && e.contains("2 fields") && e.contains("3 columns"), "{e}");
+        assert!(
+            e.contains("t.csv:2") && e.contains("2 fields") && e.contains("3 columns"),
+            "{e}"
+        );
         let e = parse_table(p, b"run,,a\n").unwrap_err().to_string();
         assert!(e.contains("header column 2 has no name"), "{e}");
     }

@@ -29,7 +29,11 @@ pub(crate) fn read(path: &Path) -> Result<Table> {
     let reader = SerializedFileReader::new(file)
         .map_err(|e| Error::parse(path, 0, format!("not a readable Parquet file: {e}")))?;
     let schema = reader.metadata().file_metadata().schema_descr();
-    let mut header: Vec<String> = schema.columns().iter().map(|c| c.name().to_string()).collect();
+    let mut header: Vec<String> = schema
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     let drop = header.first().is_some_and(|h| h == PANDAS_INDEX);
     let rows_iter = reader
         .get_row_iter(None)
