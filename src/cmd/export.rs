@@ -17,7 +17,7 @@ pub const DEFAULT_PHASES: usize = 4;
 #[command(group(clap::ArgGroup::new("input").required(true).args(["weights", "trajectory"])))]
 #[command(after_help = formats_help())]
 pub struct Args {
-    /// Weights file written by `mixopt optimize` (or any `{"domains": {...}}` JSON).
+    /// Weights file written by `mixopt optimize` (or any `{"domains": {...}}` JSON), or a published mixture's name (`mixopt mixtures`).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Online trajectory CSV (step, w_<domain>…, loss_<domain>…) to export as a schedule.
@@ -69,7 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rounding.check()?;
 
     let phases: Vec<(u64, Mixture)> = match (&args.weights, &args.trajectory) {
-        (Some(w), _) => vec![(0, Mixture::load(w)?)],
+        (Some(w), _) => vec![(
+            0,
+            Mixture::parse_or_load(&w.display().to_string())
+                .with_context(|| format!("--weights {}", w.display()))?,
+        )],
         (None, Some(t)) => Trajectory::load(t)?
             .phases(args.phases.unwrap_or(DEFAULT_PHASES), args.total_steps)?
             .into_iter()

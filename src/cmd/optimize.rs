@@ -145,11 +145,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let law = law_file.fitted()?;
     let domains = law_file.domains.clone();
     let natural = match &args.prior {
-        Some(p) => Mixture::parse_or_load(p).with_context(|| format!("--prior {p}"))?,
-        None => law_file.prior_mixture()?,
-    }
-    .align(&domains)
-    .context("--prior")?;
+        Some(p) => Mixture::resolve_for(p, &domains).with_context(|| format!("--prior {p}"))?,
+        None => law_file
+            .prior_mixture()?
+            .align(&domains)
+            .context("--prior")?,
+    };
     let proposer: Box<dyn Proposer> = match args.proposer.as_str() {
         "simulate" => Box::new(Simulate {
             n_candidates: args.candidates,

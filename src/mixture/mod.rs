@@ -2,6 +2,7 @@
 //! Every stage passes `Mixture`, never a bare `Vec<f64>`; construction is the
 //! one place weights are validated.
 
+pub mod library;
 pub mod sampler;
 
 use crate::error::{Error, IoContext, Result};
@@ -167,14 +168,34 @@ impl Mixture {
         Self::new_in(names, weights, &path.display().to_string())
     }
 
-    /// A path to a weights.json if such a file exists, else a `"a=0.5,b=0.5"` spec.
+    /// A path to a weights.json if such a file exists, else the name of a
+    /// published mixture (`mixtures/`, see `library`), else a
+    /// `"a=0.5,b=0.5"` spec.
     pub fn parse_or_load(arg: &str) -> Result<Self> {
         let path = Path::new(arg);
         if path.is_file() || arg.ends_with(".json") {
             Self::load(path)
+        } else if let Some(m) = library::get(arg) {
+            Ok(m)
         } else {
-            Self::parse_spec(arg)
+            Self::parse_spec(arg).map_err(|e| {
+                if arg.contains('=') {
+                    e
+                } else {
+                    Error::invalid(format!(
+                        "mixture {arg:?}: not a file, a published mixture ({}) or a NAME=WEIGHT list",
+                        library::names().join(", ")
+                    ))
+                }
+            })
         }
+    }
+
+    /// `parse_or_load`, then mapped onto `domains` (in that order): by name,
+    /// through the published mixtures' alias table, or a user's table given
+    /// as `ARG@aliases.toml` (see `library::resolve_for`).
+    pub fn resolve_for(arg: &str, domains: &[String]) -> Result<Self> {
+        library::resolve_for(arg, domains)
     }
 
     /// The same mixture over `domains` (in that order). Domains missing here get

@@ -92,8 +92,7 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
     let natural = file.prior_mixture()?;
     let optimized = match &inputs.weights {
         Some(p) => Some(
-            Mixture::load(p)?
-                .align(&file.domains)
+            Mixture::resolve_for(&p.display().to_string(), &file.domains)
                 .map_err(|e| Error::invalid(format!("{}: {e} (law domains)", p.display())))?,
         ),
         None => None,
