@@ -151,6 +151,9 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
                 max_repetition: 15.0,
                 shard: None,
                 device: "cpu".into(),
+                levels: None,
+                reuse: None,
+                unfreeze: Vec::new(),
             })?;
             let s = started.elapsed().as_secs_f64();
             println!(

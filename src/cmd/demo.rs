@@ -83,6 +83,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_repetition: 15.0,
         shard: None,
         device: "cpu".into(),
+        levels: None,
+        reuse: None,
+        unfreeze: Vec::new(),
     })?;
 
     // The target: mean validation loss over the learnable domains. The noise

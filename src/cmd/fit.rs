@@ -6,7 +6,9 @@
 //! comparison table and writes the law with the best CV Spearman ρ.
 
 use crate::law::{fit_law, known_laws, FitOptions, HeldOut, Hyper, LoadedLaw, SourceFile, Target};
-use crate::store::import::{from_runs_csv, from_two_tables, read_sidecar_prior, RunsData};
+use crate::store::import::{
+    from_runs_csv, from_two_tables, read_sidecar_prior, read_sidecar_reuse, RunsData,
+};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -128,19 +130,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.losses.as_deref(),
         &args.id,
     )?;
+    // A sweep with --reuse: fit over the virtual domain + the changed ones.
+    let reuse = read_sidecar_reuse(&paths[0])?;
+    let data = match &reuse {
+        Some(r) => {
+            eprintln!(
+                "reuse: {} frozen domains fit as one ({:?}); law over {} domains",
+                r.parts.len(),
+                r.name,
+                r.reduced_domains(&data.domains).len()
+            );
+            data.reduce(r)?
+        }
+        None => data,
+    };
     let target = Target::parse(&args.target, &data.metric_names)
         .with_context(|| format!("--target (metrics of {})", data.source))?;
     let test = if args.test_runs.is_some() || args.test_mixtures.is_some() {
-        Some(load_data(
+        let (t, p) = load_data(
             args.test_runs.as_deref(),
             args.test_mixtures.as_deref(),
             args.test_losses.as_deref(),
             &args.id,
-        )?)
+        )?;
+        let t = match &reuse {
+            Some(r) => t.reduce(r)?,
+            None => t,
+        };
+        Some((t, p))
     } else {
         None
     };
-    let sidecar_prior = read_sidecar_prior(&paths[0])?;
+    let sidecar_prior = match (read_sidecar_prior(&paths[0])?, &reuse) {
+        (Some(p), Some(r)) => {
+            let names: Vec<String> = p.keys().cloned().collect();
+            let w: Vec<f64> = p.values().copied().collect();
+            let leaf = crate::mixture::Mixture::new(names, w)?.align(&r.leaves)?;
+            Some(r.reduce(&leaf)?.to_map())
+        }
+        (p, _) => p,
+    };
 
     let mut fitted: Vec<(LoadedLaw, f64)> = Vec::new();
     for name in &laws {
@@ -161,6 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("prior in the sidecar of {}", paths[0].display()))?;
         }
         law.file.source = sources(&paths)?;
+        law.file.reuse = reuse.clone();
         if let Some((test_data, test_paths)) = &test {
             let score = law
                 .score_runs(test_data)

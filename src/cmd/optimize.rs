@@ -231,7 +231,21 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         "search": proposal.details,
         "mixopt_version": crate::VERSION,
     });
-    let file = proposal.mixture.to_weights_file(
+    // Mixture reuse: the law's optimum is over the virtual domain; the
+    // weights written are the composed leaf weights.
+    let (written, mut provenance) = (
+        match &law_file.reuse {
+            Some(r) => r.expand_leaves(&proposal.mixture)?,
+            None => proposal.mixture.clone(),
+        },
+        provenance,
+    );
+    if let Some(r) = &law_file.reuse {
+        provenance["reuse"] = serde_json::json!({
+            "virtual": r.name, "frozen": r.parts, "reduced": proposal.mixture.to_map(),
+        });
+    }
+    let file = written.to_weights_file(
         Some(law_file.target.clone()),
         Some(proposal.predicted),
         provenance,
@@ -272,9 +286,25 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             "spread (ensemble std)", s, su, sn
         );
     }
+    if law_file.reuse.is_some() {
+        println!(
+            "composed leaf weights (frozen domains × the {:?} weight):",
+            domains[0]
+        );
+        for (d, w) in written.iter() {
+            println!("{d:<28} {w:>10.4}");
+        }
+    }
+    if crate::mixture::hierarchy::is_hierarchical(written.domains()) {
+        let by_source = crate::mixture::hierarchy::rollup(&written, 1)?;
+        println!("{:<28} {:>10}", "source", "optimized");
+        for (d, w) in by_source.iter() {
+            println!("{d:<28} {w:>10.4}");
+        }
+    }
     println!("wrote {}", args.out.display());
     Ok(Outcome {
-        optimized: proposal.mixture,
+        optimized: written,
         predicted: proposal.predicted,
         uniform: (uniform, pred_uniform),
         natural: (natural, pred_natural),

@@ -5,11 +5,14 @@
 //! trainer by 1.6–1.7×, DESIGN.md "Threads").
 
 use crate::corpus::cache::TokenCache;
+use crate::mixture::hierarchy::{is_hierarchical, Level, Levels};
+use crate::mixture::reuse::Reuse;
 use crate::mixture::sampler::{PriorSampler, SamplerConfig};
 use crate::mixture::{write_json_atomic, Mixture};
 use crate::proxy::train::train_proxy;
 use crate::proxy::{ProxyConfig, TrainOptions, TrainReport};
 use crate::store::runs::{RunRecord, RunsWriter};
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -55,6 +58,20 @@ pub struct Args {
     /// Where proxies train: cpu, or cuda:N (build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Per-level Dirichlet settings for `source:topic` domains (TOML
+    /// `[[level]]`: temperature, concentration = [lo, hi], prior); with
+    /// hierarchical names and no file, every level uses --temperature and
+    /// RegMix's strengths.
+    #[arg(long)]
+    pub levels: Option<PathBuf>,
+    /// Reuse a previous optimized mixture (weights file or name): its ratios
+    /// among the domains still here are frozen into one virtual domain and
+    /// only that and the changed domains are swept (Olmix's mixture reuse).
+    #[arg(long)]
+    pub reuse: Option<String>,
+    /// With --reuse: sweep this domain too instead of freezing it (repeatable).
+    #[arg(long, requires = "reuse")]
+    pub unfreeze: Vec<String>,
 }
 
 /// One shard of a sweep: runs `k` with `k % count == index`.
@@ -103,6 +120,11 @@ struct SweepIdentity<'a> {
     /// the option existed still match.
     #[serde(skip_serializing_if = "is_one")]
     threads_per_run: usize,
+    /// Per-level sampling and reuse change the mixtures; absent when unused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    levels: Option<Levels>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reuse: Option<Reuse>,
 }
 
 fn is_one(n: &usize) -> bool {
@@ -138,9 +160,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = crate::proxy::parse_device(&args.device)?;
     let cache = TokenCache::open(&args.cache)?;
     let prior = cache.natural_mixture()?;
+    let reuse = match &args.reuse {
+        Some(p) => {
+            let previous = crate::mixture::Mixture::parse_or_load(p)
+                .map_err(anyhow::Error::from)
+                .and_then(|m| Ok(Reuse::plan(&m, cache.domains(), &args.unfreeze)?))
+                .with_context(|| format!("--reuse {p}"))?;
+            Some(previous)
+        }
+        None => None,
+    };
+    // The mixtures are drawn over the reduced domains when reusing.
+    let sample_prior = match &reuse {
+        Some(r) => r.reduce(&prior)?,
+        None => prior.clone(),
+    };
+    let levels = match &args.levels {
+        Some(p) => {
+            anyhow::ensure!(
+                is_hierarchical(sample_prior.domains()),
+                "--levels: the domains have no source:topic names"
+            );
+            Some(Levels::load(p)?)
+        }
+        None if is_hierarchical(sample_prior.domains()) => Some(Levels::uniform(Level {
+            temperature: args.temperature,
+            ..Level::default()
+        })),
+        None => None,
+    };
     let sampler_cfg = SamplerConfig {
         temperature: args.temperature,
         max_repetition: args.max_repetition,
+        levels: levels.clone(),
         ..SamplerConfig::default()
     };
     let identity = SweepIdentity {
@@ -150,9 +202,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         temperature: args.temperature,
         max_repetition: args.max_repetition,
         threads_per_run: args.threads_per_run,
+        levels: levels.clone(),
+        reuse: reuse.clone(),
     };
     let config_hash = hex::encode(&Sha256::digest(serde_json::to_vec(&identity)?)[..8]);
-    let mixtures = PriorSampler::new(&prior, sampler_cfg, args.seed)?.sample(args.runs)?;
+    let mut mixtures =
+        PriorSampler::new(&sample_prior, sampler_cfg, args.seed)?.sample(args.runs)?;
+    if let Some(r) = &reuse {
+        mixtures = mixtures
+            .iter()
+            .map(|m| r.expand(m, cache.domains()))
+            .collect::<crate::Result<_>>()?;
+    }
 
     let (mut writer, done) = RunsWriter::open(&args.out, cache.domains())?;
     if let Some(other) = done.iter().find(|r| r.config_hash != config_hash) {
@@ -178,6 +239,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "temperature": args.temperature,
             "max_repetition": args.max_repetition,
             "threads_per_run": args.threads_per_run,
+            "levels": levels,
+            "reuse": reuse,
             "shard": args.shard.map(|s| format!("{}/{}", s.index, s.count)),
             "mixopt_version": crate::VERSION,
         }),

@@ -198,6 +198,10 @@ pub struct LawFile {
     pub seed: u64,
     pub source: Vec<SourceFile>,
     pub mixopt_version: String,
+    /// Mixture reuse: the law is over the virtual domain + the changed ones;
+    /// `optimize` composes the leaf weights from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<crate::mixture::reuse::Reuse>,
 }
 
 pub const LAW_FORMAT: u32 = 1;
@@ -346,6 +350,7 @@ pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<Lo
         seed: opts.seed,
         source: Vec::new(),
         mixopt_version: crate::VERSION.to_string(),
+        reuse: None,
     };
     Ok(LoadedLaw { file, fitted })
 }

@@ -2,7 +2,9 @@
 //! Every stage passes `Mixture`, never a bare `Vec<f64>`; construction is the
 //! one place weights are validated.
 
+pub mod hierarchy;
 pub mod library;
+pub mod reuse;
 pub mod sampler;
 
 use crate::error::{Error, IoContext, Result};

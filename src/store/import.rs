@@ -49,6 +49,26 @@ impl RunsData {
         Mixture::from_scores(self.domains.clone(), &mean)
     }
 
+    /// The runs in the reduced coordinates of a mixture reuse (the frozen
+    /// domains summed into the virtual one); every run must have kept the
+    /// frozen ratios.
+    pub fn reduce(&self, reuse: &crate::mixture::reuse::Reuse) -> Result<RunsData> {
+        reuse.check(&self.domains)?;
+        let mut out = self.clone();
+        out.domains = reuse.reduced_domains(&self.domains);
+        out.weights = self
+            .weights
+            .iter()
+            .zip(&self.ids)
+            .map(|(w, id)| {
+                reuse
+                    .collapse(&self.domains, w, 1e-6)
+                    .map_err(|e| Error::invalid(format!("{}: run {id:?}: {e}", self.source)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(out)
+    }
+
     /// The same runs with their weight columns reordered to `domains`; a
     /// domain on one side only is an error naming it.
     pub fn align_domains(&self, domains: &[String]) -> Result<RunsData> {
@@ -467,6 +487,19 @@ pub fn read_sidecar(data: &Path) -> Result<Option<(std::path::PathBuf, serde_jso
     let value = serde_json::from_str(&text)
         .map_err(|e| Error::parse(&meta, e.line(), format!("not JSON: {e}")))?;
     Ok(Some((meta, value)))
+}
+
+/// The frozen part a sweep with `--reuse` records in its sidecar, if any.
+pub fn read_sidecar_reuse(data: &Path) -> Result<Option<crate::mixture::reuse::Reuse>> {
+    let Some((meta, value)) = read_sidecar(data)? else {
+        return Ok(None);
+    };
+    match value.get("reuse") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(r) => serde_json::from_value(r.clone())
+            .map(Some)
+            .map_err(|e| Error::parse(&meta, 0, format!("\"reuse\": {e}"))),
+    }
 }
 
 /// The `"prior": {domain: weight}` a sweep records in the sidecar of its runs
