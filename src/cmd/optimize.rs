@@ -20,8 +20,9 @@ pub struct Args {
     /// Where to write the optimized weights.
     #[arg(long, default_value = "weights.json")]
     pub out: PathBuf,
-    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples)
-    /// or `exact` (mirror descent + pairwise search on the law, multi-start).
+    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples),
+    /// `exact` (mirror descent + pairwise search on the law, multi-start) or
+    /// `search` (the best observed run that meets the constraints).
     #[arg(long, default_value = "simulate")]
     pub proposer: String,
     /// Candidates the simulation scores.
@@ -161,7 +162,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             starts: args.starts,
             ..Exact::default()
         }),
-        other => bail!("--proposer {other:?}: unknown (known: simulate, exact)"),
+        "search" => Box::new(crate::optimize::search::Search::from_law(&law_file)?),
+        other => bail!("--proposer {other:?}: unknown (known: simulate, exact, search)"),
     };
     for (flag, v) in [
         ("--kl-prior", args.kl_prior),

@@ -239,6 +239,47 @@ pub fn from_two_tables(
     ))
 }
 
+/// The runs a law was fit on, read again from its recorded sources: one
+/// runs table, or a mixtures + metrics pair joined on the first column both
+/// files have whose values are unique and the same set in both (law.json
+/// does not record the `--id` it was given).
+pub fn from_sources(paths: &[std::path::PathBuf]) -> Result<RunsData> {
+    match paths {
+        [runs] => from_runs_csv(runs),
+        [m, l] => {
+            let (mt, lt) = (read_table(m)?, read_table(l)?);
+            let ids = |t: &Table, c: usize| -> Option<std::collections::BTreeSet<String>> {
+                let set: std::collections::BTreeSet<String> =
+                    t.rows.iter().map(|(_, f)| f[c].clone()).collect();
+                (set.len() == t.rows.len()).then_some(set)
+            };
+            let id = mt
+                .header
+                .iter()
+                .enumerate()
+                .find(|(c, h)| {
+                    lt.header
+                        .iter()
+                        .position(|x| x == *h)
+                        .is_some_and(|lc| ids(&mt, *c).is_some_and(|a| Some(a) == ids(&lt, lc)))
+                })
+                .map(|(_, h)| h.clone())
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{} and {}: no column joins them (unique ids in both)",
+                        m.display(),
+                        l.display()
+                    ))
+                })?;
+            from_two_tables(m, l, &id).map(|(d, _)| d)
+        }
+        _ => Err(Error::invalid(format!(
+            "expected one runs table or a mixtures and a metrics file, got {} files",
+            paths.len()
+        ))),
+    }
+}
+
 /// Columns (besides the id) both tables have, holding the same text for
 /// every id present in both.
 fn shared_columns(
