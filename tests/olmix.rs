@@ -119,7 +119,11 @@ fn olmix_swarm_fits_with_an_objective_and_optimizes_by_source() {
         "{e}"
     );
     // One error line (after the notes on skipped columns).
-    assert_eq!(e.lines().filter(|l| !l.starts_with("note: ")).count(), 1, "{e}");
+    assert_eq!(
+        e.lines().filter(|l| !l.starts_with("note: ")).count(),
+        1,
+        "{e}"
+    );
 }
 
 #[test]

@@ -409,10 +409,14 @@ mod tests {
             .sample(5)
             .unwrap();
         assert_eq!(&xs[..5], &again[..]);
-        let mut bad = SamplerConfig::default();
-        let mut l = Level::default();
-        l.prior = [("zz".into(), 1.0)].into();
-        bad.levels = Some(Levels { levels: vec![l] });
+        let l = Level {
+            prior: [("zz".into(), 1.0)].into(),
+            ..Level::default()
+        };
+        let bad = SamplerConfig {
+            levels: Some(Levels { levels: vec![l] }),
+            ..SamplerConfig::default()
+        };
         assert!(PriorSampler::new(&prior, bad, 0).is_err());
     }
 
