@@ -96,6 +96,6 @@ mod tests {
         assert_eq!(v["train"]["x"].as_f64(), Some(0.75), "{text}");
         assert_eq!(v["train"].as_mapping().unwrap().len(), 2);
         assert_eq!(v["valid"].as_mapping().unwrap().len(), 2);
-        assert_eq!(text.matches("\"v\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\n  v: 1.0").count(), 1, "{text}");
     }
 }
