@@ -311,12 +311,10 @@ fn shared_columns(
     Ok(out)
 }
 
-/// Whether a column holds text rather than numbers, judged on its first
-/// row (a later non-number in a numeric column is an error naming its cell).
+/// Whether a column holds text rather than numbers: no cell of it is a
+/// number (so a typo in a numeric column stays an error naming its cell).
 fn is_text_column(t: &Table, c: usize) -> bool {
-    t.rows
-        .first()
-        .is_some_and(|(_, f)| !f[c].is_empty() && f[c].parse::<f64>().is_err())
+    !t.rows.is_empty() && t.rows.iter().all(|(_, f)| f[c].parse::<f64>().is_err())
 }
 
 /// The data columns of `t` (not the id, not `skip`, not text), with notes.
@@ -334,7 +332,7 @@ fn data_columns(
         }
         if is_text_column(t, c) {
             notes.push(format!(
-                "{}: column {} ({name:?}) is not numeric (first row: {:?}); skipped",
+                "{}: column {} ({name:?}) holds no number (first row: {:?}); skipped",
                 path.display(),
                 t.file_col(c) + 1,
                 t.rows[0].1[c]
