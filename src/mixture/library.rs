@@ -193,7 +193,12 @@ pub fn resolve_for(arg: &str, domains: &[String]) -> Result<Mixture> {
     if user.is_none() && m.domains().iter().all(|d| domains.contains(d)) {
         return m.align(domains);
     }
-    map_onto(&m, domains, user.as_ref(), base)
+    let mapped = map_onto(&m, domains, user.as_ref(), base);
+    if mapped.is_err() && user.is_none() && get(base).is_none() {
+        // A user's own mixture naming an unknown domain: say that plainly.
+        return m.align(domains);
+    }
+    mapped
 }
 
 #[cfg(test)]
