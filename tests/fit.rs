@@ -308,7 +308,8 @@ fn runs_table_fit_uses_sidecar_prior_and_predicts_runs() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs.csv");
     let domains: Vec<String> = vec!["web".into(), "code".into()];
-    let (mut w, _) = RunsWriter::open(&runs, &domains).unwrap();
+    let (mut w, _) =
+        RunsWriter::open(&runs, &mixopt::store::RunsLayout::training(&domains)).unwrap();
     for i in 0..10 {
         let x = (i as f64 + 0.5) / 10.0;
         w.append(&RunRecord {

@@ -227,7 +227,7 @@ fn train_each(
                 let report = h
                     .join()
                     .map_err(|_| anyhow::anyhow!("a check run's thread panicked"))??;
-                Ok(report.val_losses)
+                Ok(report.losses)
             })
             .collect()
     })

@@ -3,7 +3,7 @@
 //! that come from different sweep configurations.
 
 use crate::store::import::read_sidecar;
-use crate::store::runs::{read_runs, RunRecord, RunsWriter};
+use crate::store::runs::{read_runs, RunRecord, RunsLayout, RunsWriter};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(input) = args.inputs.iter().find(|p| **p == args.out) {
         bail!("{}: is both an input and --out", input.display());
     }
-    let mut domains: Option<(PathBuf, Vec<String>)> = None;
+    let mut domains: Option<(PathBuf, RunsLayout)> = None;
     let mut config: Option<(PathBuf, String)> = None;
     let mut merged: BTreeMap<String, RunRecord> = BTreeMap::new();
     let (mut duplicates, mut conflicts) = (0usize, 0usize);
@@ -62,9 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some((first, d)) if *d != doms => bail!(
                 "{}: domains [{}] differ from {}'s [{}]",
                 path.display(),
-                doms.join(", "),
+                doms.metric_names().join(", "),
                 first.display(),
-                d.join(", ")
+                d.metric_names().join(", ")
             ),
             Some(_) => {}
         }

@@ -11,7 +11,8 @@ use crate::mixture::sampler::{PriorSampler, SamplerConfig};
 use crate::mixture::{write_json_atomic, Mixture};
 use crate::proxy::train::train_proxy;
 use crate::proxy::{ProxyConfig, TrainOptions, TrainReport};
-use crate::store::runs::{RunRecord, RunsWriter};
+use crate::store::runs::{RunRecord, RunsLayout, RunsWriter};
+use crate::store::{checkpoints_path, CheckpointsWriter};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -215,7 +216,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect::<crate::Result<_>>()?;
     }
 
-    let (mut writer, done) = RunsWriter::open(&args.out, cache.domains())?;
+    let layout = RunsLayout::of_cache(&cache);
+    let (mut writer, done) = RunsWriter::open(&args.out, &layout)?;
+    // Checkpoint losses go to their own table, before each run's row.
+    let mut checkpoints = (cfg.checkpoints > 1)
+        .then(|| CheckpointsWriter::open(&checkpoints_path(&args.out), &layout.metric_names()))
+        .transpose()?;
     if let Some(other) = done.iter().find(|r| r.config_hash != config_hash) {
         anyhow::bail!(
             "{}: holds runs of a different sweep configuration (config hash {} in {}, this sweep {config_hash}); \
@@ -304,6 +310,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (k, result) in rx {
             let outcome = result.map_err(anyhow::Error::from).and_then(|report| {
                 let rec = record(k, &mixtures[k], &report, &cfg, &config_hash, args.seed);
+                if let Some(c) = checkpoints.as_mut() {
+                    c.append(&rec.run_id, &report.checkpoints)?;
+                }
                 writer.append(&rec).map_err(anyhow::Error::from)
             });
             pb.inc(1);
@@ -342,7 +351,7 @@ fn record(
         config_hash: config_hash.to_string(),
         version: crate::VERSION.to_string(),
         mixture: mixture.clone(),
-        losses: report.val_losses.clone(),
+        losses: report.losses.clone(),
     }
 }
 

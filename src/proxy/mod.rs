@@ -16,4 +16,4 @@ pub mod train;
 
 pub use config::ProxyConfig;
 pub use device::parse_device;
-pub use train::{train_proxy, TrainOptions, TrainReport};
+pub use train::{train_proxy, Checkpoint, TrainOptions, TrainReport};

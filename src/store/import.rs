@@ -122,7 +122,7 @@ pub(crate) fn column_map(source: &str, have: &[String], wanted: &[String]) -> Re
 /// Fitting data from a runs table: the metrics are the per-domain losses,
 /// named by domain (`web`, not `loss_web`).
 pub fn from_runs_csv(path: &Path) -> Result<RunsData> {
-    let (domains, records) = read_runs(path)?;
+    let (layout, records) = read_runs(path)?;
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
         if let Some(j) = seen.insert(&r.run_id, i) {
@@ -145,8 +145,8 @@ pub fn from_runs_csv(path: &Path) -> Result<RunsData> {
             .map(|r| r.mixture.weights().to_vec())
             .collect(),
         metrics: records.iter().map(|r| r.losses.clone()).collect(),
-        metric_names: domains.clone(),
-        domains,
+        metric_names: layout.metric_names(),
+        domains: layout.domains,
         source: path.display().to_string(),
     })
 }
@@ -349,7 +349,8 @@ fn data_columns(
 /// `run_id`, domains from the `w_<domain>` columns, the rest ignored).
 pub fn read_mixture_table(path: &Path, id_col: &str) -> Result<MixtureTable> {
     if is_runs_table(path)? {
-        let (domains, records) = read_runs(path)?;
+        let (layout, records) = read_runs(path)?;
+        let domains = layout.domains;
         return Ok(MixtureTable {
             ids: records.iter().map(|r| r.run_id.clone()).collect(),
             weights: records

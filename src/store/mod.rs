@@ -9,12 +9,14 @@
 //! 1-based line numbers, parsing cells into numbers with errors that name
 //! file, line and column, and hashing a source file for provenance.
 
+pub mod checkpoints;
 pub mod import;
 pub(crate) mod parquet;
 pub mod runs;
 
+pub use checkpoints::{checkpoints_csv, checkpoints_path, read_checkpoints, CheckpointsWriter};
 pub use import::{from_runs_csv, from_two_csvs, read_mixture_table, MixtureTable, RunsData};
-pub use runs::{read_runs, RunRecord, RunsWriter};
+pub use runs::{read_runs, RunRecord, RunsLayout, RunsWriter};
 
 use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
