@@ -44,6 +44,8 @@ pub enum Command {
     Online(cmd::online::Args),
     /// Benchmarks that print figures (proxy training throughput vs PyTorch).
     Bench(cmd::bench::Args),
+    /// List the published mixtures usable by name (The Pile, DoReMi, RegMix, …) or show one.
+    Mixtures(cmd::mixtures::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -61,5 +63,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => cmd::report::run(a),
         Command::Online(a) => cmd::online::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Mixtures(a) => cmd::mixtures::run(a),
     }
 }

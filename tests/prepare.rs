@@ -510,8 +510,9 @@ fn bad_inputs_fail_with_clear_errors() {
     );
     rejects(
         d,
-        &["--domain", &dom("bad name", &good)],
-        &["bad name", "domain name"],
+        // A space is a valid name (hierarchies, Olmix topics); a comma is not.
+        &["--domain", &dom("bad,name", &good)],
+        &["bad,name", "domain name"],
     );
     rejects(d, &[], &["no domains"]);
 

@@ -152,6 +152,9 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
                 sampler: crate::mixture::sampler::SamplerConfig::default(),
                 shard: None,
                 device: candle_core::Device::Cpu,
+                levels: None,
+                reuse: None,
+                unfreeze: Vec::new(),
             })?;
             let s = started.elapsed().as_secs_f64();
             println!(

@@ -92,6 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sampler: SamplerConfig::default(),
         shard: None,
         device: candle_core::Device::Cpu,
+        levels: None,
+        reuse: None,
+        unfreeze: Vec::new(),
     })?;
 
     // The target: mean validation loss over the learnable domains. The noise

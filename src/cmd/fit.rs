@@ -9,7 +9,9 @@ use crate::law::noise;
 use crate::law::scaling::ScalingLaw;
 use crate::law::scaling_fit::{fit_scaling_law, points_from_runs};
 use crate::law::{fit_law, known_laws, FitOptions, HeldOut, Hyper, LoadedLaw, SourceFile};
-use crate::store::import::{from_runs_csv, from_two_csvs, read_sidecar_prior, RunsData};
+use crate::store::import::{
+    from_runs_csv, from_two_tables, read_sidecar_prior, read_sidecar_reuse, RunsData,
+};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -84,10 +86,13 @@ fn load_data(
             from_runs_csv(r).with_context(|| format!("reading runs table {}", r.display()))?,
             vec![r.to_path_buf()],
         )),
-        (None, Some(m), Some(l)) => Ok((
-            from_two_csvs(m, l, id).context("reading mixtures and losses")?,
-            vec![m.to_path_buf(), l.to_path_buf()],
-        )),
+        (None, Some(m), Some(l)) => {
+            let (data, notes) = from_two_tables(m, l, id).context("reading mixtures and losses")?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            Ok((data, vec![m.to_path_buf(), l.to_path_buf()]))
+        }
         _ => bail!("give --runs, or both --mixtures and --losses"),
     }
 }
@@ -161,6 +166,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.losses.as_deref(),
         &args.id,
     )?;
+    // A sweep with --reuse: fit over the virtual domain + the changed ones.
+    let reuse = read_sidecar_reuse(&paths[0])?;
+    let data = match &reuse {
+        Some(r) => {
+            eprintln!(
+                "reuse: {} frozen domains fit as one ({:?}); law over {} domains",
+                r.parts.len(),
+                r.name,
+                r.reduced_domains(&data.domains).len()
+            );
+            data.reduce(r)?
+        }
+        None => data,
+    };
     let target = data
         .target(&args.target)
         .with_context(|| format!("--target (metrics of {})", data.source))?;
@@ -173,16 +192,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let test = if args.test_runs.is_some() || args.test_mixtures.is_some() {
-        Some(load_data(
+        let (t, p) = load_data(
             args.test_runs.as_deref(),
             args.test_mixtures.as_deref(),
             args.test_losses.as_deref(),
             &args.id,
-        )?)
+        )?;
+        let t = match &reuse {
+            Some(r) => t.reduce(r)?,
+            None => t,
+        };
+        Some((t, p))
     } else {
         None
     };
-    let sidecar_prior = read_sidecar_prior(&paths[0])?;
+    let sidecar_prior = match (read_sidecar_prior(&paths[0])?, &reuse) {
+        (Some(p), Some(r)) => {
+            let names: Vec<String> = p.keys().cloned().collect();
+            let w: Vec<f64> = p.values().copied().collect();
+            let leaf = crate::mixture::Mixture::new(names, w)?.align(&r.leaves)?;
+            Some(r.reduce(&leaf)?.to_map())
+        }
+        (p, _) => p,
+    };
 
     let mut fitted: Vec<(LoadedLaw, f64)> = Vec::new();
     for name in &laws {
@@ -209,6 +241,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("prior in the sidecar of {}", paths[0].display()))?;
         }
         law.file.source = sources(&paths)?;
+        law.file.reuse = reuse.clone();
         if let Some((test_data, test_paths)) = &test {
             let score = law
                 .score_runs(test_data)

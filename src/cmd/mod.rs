@@ -6,6 +6,7 @@ pub mod demo;
 pub mod export;
 pub mod fit;
 pub mod merge;
+pub mod mixtures;
 pub mod online;
 pub mod optimize;
 pub mod predict;

@@ -60,6 +60,20 @@ pub struct Args {
     /// Where proxies train: cpu, or cuda:N (build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Per-level Dirichlet settings for `source:topic` domains (TOML
+    /// `[[level]]`: temperature, concentration = [lo, hi], prior); with
+    /// hierarchical names and no file, every level uses --temperature and
+    /// RegMix's strengths.
+    #[arg(long)]
+    pub levels: Option<PathBuf>,
+    /// Reuse a previous optimized mixture (weights file or name): its ratios
+    /// among the domains still here are frozen into one virtual domain and
+    /// only that and the changed domains are swept (Olmix's mixture reuse).
+    #[arg(long)]
+    pub reuse: Option<String>,
+    /// With --reuse: sweep this domain too instead of freezing it (repeatable).
+    #[arg(long, requires = "reuse")]
+    pub unfreeze: Vec<String>,
 }
 
 /// `"I/N"` with 0 ≤ I < N (0-based, like Slurm's `--array=0-…` and Kubernetes'
@@ -126,6 +140,9 @@ impl Args {
             },
             shard: self.shard,
             device: crate::proxy::parse_device(&self.device)?,
+            levels: self.levels.clone(),
+            reuse: self.reuse.clone(),
+            unfreeze: self.unfreeze.clone(),
         })
     }
 }

@@ -229,9 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let cache = TokenCache::open(&args.cache)?;
     let mixture = match &args.mixture {
-        Some(m) => Mixture::parse_or_load(m)
-            .with_context(|| format!("--mixture {m}"))?
-            .align(cache.domains())
+        Some(m) => Mixture::resolve_for(m, cache.domains())
             .with_context(|| format!("--mixture {m} against cache {}", args.cache.display()))?,
         None => Mixture::uniform(cache.domains().to_vec())?,
     };

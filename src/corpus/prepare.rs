@@ -665,7 +665,7 @@ mod tests {
             ),
             (
                 "name",
-                PrepareSpec::new("c", vec![("a b".into(), "x".into())]),
+                PrepareSpec::new("c", vec![("a,b".into(), "x".into())]),
             ),
             (
                 "dots",

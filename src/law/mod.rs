@@ -15,6 +15,7 @@ pub mod gbdt;
 pub mod linear;
 pub mod loglinear;
 pub mod noise;
+pub mod objective;
 pub mod scaling;
 pub mod scaling_fit;
 pub mod target;
@@ -221,6 +222,10 @@ pub struct LawFile {
     pub proxy_tokens: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extrapolation: Option<Score>,
+    /// Mixture reuse: the law is over the virtual domain + the changed ones;
+    /// `optimize` composes the leaf weights from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<crate::mixture::reuse::Reuse>,
 }
 
 pub const LAW_FORMAT: u32 = 1;
@@ -375,6 +380,7 @@ pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<Lo
         at_tokens: None,
         proxy_tokens: None,
         extrapolation: None,
+        reuse: None,
     };
     Ok(LoadedLaw { file, fitted })
 }

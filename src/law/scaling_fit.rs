@@ -167,6 +167,7 @@ pub fn fit_scaling_law(
         at_tokens: Some(at),
         proxy_tokens: Some(proxy_tokens),
         extrapolation,
+        reuse: None,
     };
     Ok(LoadedLaw {
         file,

@@ -15,6 +15,8 @@ use super::pool::{train_jobs, Job};
 use super::train::{TrainOptions, TrainReport};
 use super::ProxyConfig;
 use crate::corpus::cache::TokenCache;
+use crate::mixture::hierarchy::{is_hierarchical, Level, Levels};
+use crate::mixture::reuse::Reuse;
 use crate::mixture::sampler::{PriorSampler, SamplerConfig};
 use crate::mixture::{write_json_atomic, Mixture};
 use crate::store::runs::{RunRecord, RunsLayout, RunsWriter};
@@ -68,6 +70,12 @@ pub struct SweepSpec {
     pub sampler: SamplerConfig,
     pub shard: Option<Shard>,
     pub device: Device,
+    /// Per-level sampling settings for `source:topic` domains (a TOML file).
+    pub levels: Option<PathBuf>,
+    /// A previous mixture (file or name) to freeze into one virtual domain.
+    pub reuse: Option<String>,
+    /// With `reuse`: domains swept on their own instead of frozen.
+    pub unfreeze: Vec<String>,
 }
 
 impl SweepSpec {
@@ -106,6 +114,11 @@ struct SweepIdentity<'a> {
     /// Data-parallel shards per run change results by float rounding.
     #[serde(skip_serializing_if = "is_one")]
     threads_per_run: usize,
+    /// Per-level sampling and reuse change the mixtures; absent when unused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    levels: Option<Levels>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reuse: Option<Reuse>,
 }
 
 fn is_one(n: &usize) -> bool {
@@ -190,6 +203,38 @@ pub fn run_sweep(
     let cfg = &spec.proxy;
     let cache = TokenCache::open(&spec.cache)?;
     let prior = cache.natural_mixture()?;
+    let reuse = match &spec.reuse {
+        Some(p) => Some(
+            Mixture::parse_or_load(p)
+                .map_err(anyhow::Error::from)
+                .and_then(|m| Ok(Reuse::plan(&m, cache.domains(), &spec.unfreeze)?))
+                .with_context(|| format!("--reuse {p}"))?,
+        ),
+        None => None,
+    };
+    // The mixtures are drawn over the reduced domains when reusing.
+    let sample_prior = match &reuse {
+        Some(r) => r.reduce(&prior)?,
+        None => prior.clone(),
+    };
+    let levels = match &spec.levels {
+        Some(p) => {
+            anyhow::ensure!(
+                is_hierarchical(sample_prior.domains()),
+                "--levels: the domains have no source:topic names"
+            );
+            Some(Levels::load(p)?)
+        }
+        None if is_hierarchical(sample_prior.domains()) => Some(Levels::uniform(Level {
+            temperature: spec.sampler.temperature,
+            ..Level::default()
+        })),
+        None => None,
+    };
+    let sampler_cfg = SamplerConfig {
+        levels: levels.clone(),
+        ..spec.sampler.clone()
+    };
     let identity = SweepIdentity {
         proxy: cfg,
         cache_fingerprint: cache.fingerprint(),
@@ -200,9 +245,18 @@ pub fn run_sweep(
         seeds: spec.seeds,
         noise_seeds: spec.noise_seeds,
         threads_per_run: spec.threads_per_run,
+        levels: levels.clone(),
+        reuse: reuse.clone(),
     };
     let config_hash = hex::encode(&Sha256::digest(serde_json::to_vec(&identity)?)[..8]);
-    let mixtures = PriorSampler::new(&prior, spec.sampler.clone(), spec.seed)?.sample(spec.runs)?;
+    let mut mixtures =
+        PriorSampler::new(&sample_prior, sampler_cfg, spec.seed)?.sample(spec.runs)?;
+    if let Some(r) = &reuse {
+        mixtures = mixtures
+            .iter()
+            .map(|m| r.expand(m, cache.domains()))
+            .collect::<crate::Result<_>>()?;
+    }
 
     let layout = RunsLayout::of_cache(&cache);
     let (mut writer, done) = RunsWriter::open(&spec.out, &layout)?;
@@ -238,12 +292,20 @@ pub fn run_sweep(
             "max_repetition": sampler.max_repetition,
             "concentration": [sampler.concentration_range.0, sampler.concentration_range.1],
             "threads_per_run": spec.threads_per_run,
+            "levels": levels,
+            "reuse": reuse,
             "shard": spec.shard.map(|s| format!("{}/{}", s.index, s.count)),
             "mixopt_version": crate::VERSION,
         }),
     )?;
     let finished: HashSet<&str> = done.iter().map(|r| r.run_id.as_str()).collect();
-    let planned = plan(spec, &prior, &mixtures);
+    // The noise floor's "natural" run follows the sweep's own structure: with
+    // reuse, the reduced prior expanded back to the leaves.
+    let noise_prior = match &reuse {
+        Some(r) => r.expand(&sample_prior, cache.domains())?,
+        None => prior.clone(),
+    };
+    let planned = plan(spec, &noise_prior, &mixtures);
     let mine: Vec<&Planned> = planned
         .iter()
         .enumerate()

@@ -9,8 +9,13 @@
 //! 2. the optimized weights beside the uniform and natural mixtures, with the
 //!    target the law predicts for each;
 //! 3. each domain's validation loss against its weight across the runs;
-//! 4. the online trajectory (weights and losses over steps), when given.
+//! 4. the online trajectory (weights and losses over steps), when given;
+//!
+//! and, between 2 and 3, the weights rolled up to sources (hierarchical
+//! `source:topic` names) and the interaction matrix: which domain's weight
+//! goes with lower or higher values of which metric (`interactions`).
 
+pub mod interactions;
 pub mod svg;
 
 use crate::error::{Error, Result};
@@ -77,9 +82,14 @@ fn fmt_score(s: &Score) -> String {
 pub fn render(inputs: &ReportInputs) -> Result<String> {
     let law = LoadedLaw::load(&inputs.law)?;
     let file = &law.file;
-    let data = from_runs_csv(&inputs.runs)?
-        .align_domains(&file.domains)
-        .map_err(|e| Error::invalid(format!("runs vs law {}: {e}", inputs.law.display())))?;
+    let data = from_runs_csv(&inputs.runs)?;
+    // A law fit with mixture reuse is over the virtual domain + the changed ones.
+    let data = match &file.reuse {
+        Some(r) => data.reduce(r)?,
+        None => data,
+    }
+    .align_domains(&file.domains)
+    .map_err(|e| Error::invalid(format!("runs vs law {}: {e}", inputs.law.display())))?;
     let target = data.target(&file.target).map_err(|e| {
         Error::invalid(format!(
             "{}: target of {}: {e}",
@@ -92,9 +102,12 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
     let natural = file.prior_mixture()?;
     let optimized = match &inputs.weights {
         Some(p) => Some(
-            Mixture::load(p)?
-                .align(&file.domains)
-                .map_err(|e| Error::invalid(format!("{}: {e} (law domains)", p.display())))?,
+            match &file.reuse {
+                Some(r) => Mixture::resolve_for(&p.display().to_string(), &r.leaves)
+                    .and_then(|m| r.reduce(&m)),
+                None => Mixture::resolve_for(&p.display().to_string(), &file.domains),
+            }
+            .map_err(|e| Error::invalid(format!("{}: {e} (law domains)", p.display())))?,
         ),
         None => None,
     };
@@ -190,6 +203,8 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         html.push_str("</tr>");
     }
     html.push_str("</table></section>");
+    html.push_str(&interactions::rollup_section(&mixes)?);
+    html.push_str(&interactions::section(&data, &file.target, &y));
 
     // 3. Each domain's loss against its weight.
     html.push_str(

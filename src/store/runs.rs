@@ -123,6 +123,13 @@ impl RunsWriter {
     /// finished rows already in the file.
     pub fn open(path: &Path, layout: &RunsLayout) -> Result<(RunsWriter, Vec<RunRecord>)> {
         check_domains(layout)?;
+        if super::parquet::is_parquet(path) {
+            return Err(Error::invalid(format!(
+                "{}: runs tables are appended to as CSV (crash-safe, one row per run); \
+                 write a .csv and convert it to Parquet afterwards",
+                path.display()
+            )));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).at(dir)?;
         }
@@ -278,6 +285,13 @@ impl RunsWriter {
 /// trailing newline) is ignored; any other malformed row is an error naming
 /// file, line and column.
 pub fn read_runs(path: &Path) -> Result<(RunsLayout, Vec<RunRecord>)> {
+    if super::parquet::is_parquet(path) {
+        // A runs table exported to Parquet (e.g. with pandas) for scale:
+        // the same columns, the same checks.
+        let table = super::parquet::read(path)?;
+        let layout = header_layout(path, &table.header)?;
+        return runs_from_table(path, table, layout);
+    }
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -351,8 +365,27 @@ fn header_layout(path: &Path, h: &[String]) -> Result<RunsLayout> {
 }
 
 fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(RunsLayout, Vec<RunRecord>)> {
-    let (Table { header, rows }, layout) =
-        parse_table_checked(path, bytes, |h| header_layout(path, h))?;
+    let (table, layout) = parse_table_checked(path, bytes, |h| header_layout(path, h))?;
+    runs_from_table(path, table, layout)
+}
+
+fn runs_from_table(
+    path: &Path,
+    table: Table,
+    layout: RunsLayout,
+) -> Result<(RunsLayout, Vec<RunRecord>)> {
+    let Table {
+        header,
+        rows,
+        offset,
+    } = table;
+    if offset != 0 {
+        return Err(Error::parse(
+            path,
+            1,
+            "a runs table has no index column (its first column is run_id)",
+        ));
+    }
     let nf = FIXED_COLUMNS.len();
     let n = layout.domains.len();
     let n_metrics = n + layout.eval_only.len();
