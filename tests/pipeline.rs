@@ -491,6 +491,108 @@ fn sweep_measures_its_noise_floor_and_fit_reports_it() {
     assert!(law["noise"]["seed_sd"].as_f64().unwrap() >= 0.0);
 }
 
+/// The default path on a proxy with checkpoints: the scale-aware law predicts
+/// at a larger budget, `optimize --validate-proxy` trains its candidates and
+/// keeps the best, and `validate` compares mixtures paired by seed and records
+/// the evidence.
+#[test]
+fn scale_aware_fit_then_optimize_and_validate_on_a_larger_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    std::fs::write(
+        t.join("test.toml"),
+        format!("{TEST_PROXY}checkpoints = 4\nschedule = \"constant\"\n"),
+    )
+    .unwrap();
+    let runs = t.join("runs.csv");
+    mixopt()
+        .args(sweep_args(t, &cache, &runs, 6, 2))
+        .assert()
+        .success();
+    assert!(t.join("runs.csv.checkpoints.csv").exists());
+    let law = t.join("law.json");
+    let fit = stdout_of(
+        mixopt()
+            .args(["fit", "--folds", "2", "--at-tokens", "40960", "--runs"])
+            .arg(&runs)
+            .arg("--out")
+            .arg(&law),
+    );
+    assert!(
+        fit.contains("law scaling") && fit.contains("tokens ×2"),
+        "{fit}"
+    );
+    let w = t.join("w.json");
+    let so = stdout_of(
+        mixopt()
+            .args(["optimize", "--validate-seeds", "1", "--validate-proxy"])
+            .arg(t.join("test.toml"))
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--law")
+            .arg(&law)
+            .arg("--out")
+            .arg(&w),
+    );
+    assert!(so.contains("validate: 5 candidate(s) × 1 seed(s)"), "{so}");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&w).unwrap()).unwrap();
+    let checked = &file["provenance"]["validated"];
+    let kept = checked["kept"].as_str().unwrap();
+    let best = checked["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by(|a, b| {
+            a["mean"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["mean"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(best["name"], kept, "{checked}");
+    assert!(
+        so.contains("kept optimized") || so.contains("no optimized candidate beat"),
+        "{so}"
+    );
+
+    let out = t.join("validate.json");
+    let so = stdout_of(
+        mixopt()
+            .args(["validate", "--seeds", "2", "--split", "test", "--proxy"])
+            .arg(t.join("test.toml"))
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--mixtures")
+            .arg(format!("{},natural,uniform", w.display()))
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        so.contains("vs natural (paired)") && so.contains("natural on mean"),
+        "{so}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 6);
+    assert_eq!(v["split"], "test");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&w).unwrap()).unwrap();
+    assert_eq!(file["validation"].as_array().unwrap().len(), 1, "{file}");
+    // Bad input is named.
+    let o = mixopt()
+        .args(["validate", "--seeds", "0", "--proxy"])
+        .arg(t.join("test.toml"))
+        .arg("--cache")
+        .arg(&cache)
+        .args(["--mixtures", "natural"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--seeds"));
+}
+
 #[test]
 fn demo_runs_end_to_end_and_reruns_with_other_settings() {
     let tmp = tempfile::tempdir().unwrap();

@@ -150,6 +150,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         available: Vec::new(),
         kl_prior: 0.0,
         trust_kl: optimize::Radius(Some(0.05)),
+        validate_proxy: None,
+        validate_seeds: 2,
+        validate_jobs: None,
         spread_penalty: 0.0,
         starts: 8,
     })?;

@@ -73,6 +73,18 @@ pub struct Args {
     /// i.e. `ensemble`), to stay where the law is trustworthy.
     #[arg(long, default_value_t = 0.0)]
     pub spread_penalty: f64,
+    /// Check before trusting: train the law's optima at KL radii ¼×, 1× and
+    /// 4× --trust-kl, natural and uniform on this (larger) proxy preset,
+    /// --validate-seeds seeds each, on the validation split of --cache, and
+    /// write whichever reaches the best target.
+    #[arg(long, requires = "cache")]
+    pub validate_proxy: Option<String>,
+    /// Seeds per candidate for --validate-proxy.
+    #[arg(long, default_value_t = 2)]
+    pub validate_seeds: usize,
+    /// Proxies trained at once for --validate-proxy (default: one per core).
+    #[arg(long)]
+    pub validate_jobs: Option<usize>,
     /// Starting points of the exact proposer.
     #[arg(long, default_value_t = 8)]
     pub starts: usize,
@@ -206,7 +218,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             args.cache.as_deref(),
             &pairs("--available", &args.available)?,
         )?);
-    } else if args.cache.is_some() || !args.available.is_empty() {
+    } else if (args.cache.is_some() && args.validate_proxy.is_none()) || !args.available.is_empty()
+    {
         bail!("--cache/--available give available tokens for --budget-tokens and --max-epochs; add those");
     }
     let bounds = spec.check(&domains)?;
@@ -275,11 +288,31 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             "virtual": r.name, "frozen": r.parts, "reduced": proposal.mixture.to_map(),
         });
     }
-    let file = written.to_weights_file(
-        Some(law_file.target.clone()),
-        Some(proposal.predicted),
-        provenance,
-    );
+    let (written, predicted) = match (&args.validate_proxy, &args.cache) {
+        (Some(proxy), Some(cache)) => {
+            let spec = crate::cmd::optimize_check::CheckSpec {
+                proxy,
+                cache,
+                seeds: args.validate_seeds,
+                jobs: args.validate_jobs,
+            };
+            let radius = args.trust_kl.0.unwrap_or(0.05);
+            let checked = crate::cmd::optimize_check::validate_and_keep(
+                &spec,
+                &law_file,
+                law.as_ref(),
+                proposer.as_ref(),
+                &ctx,
+                radius,
+            )?;
+            provenance["validated"] = checked.evidence;
+            let kept = checked.mixture.align(&domains)?;
+            let p = law.predict(kept.weights());
+            (kept, p)
+        }
+        _ => (written, proposal.predicted),
+    };
+    let file = written.to_weights_file(Some(law_file.target.clone()), Some(predicted), provenance);
     write_json_atomic(&args.out, &file)?;
 
     println!(
@@ -354,7 +387,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     println!("wrote {}", args.out.display());
     Ok(Outcome {
         optimized: written,
-        predicted: proposal.predicted,
+        predicted,
         uniform: (uniform, pred_uniform),
         natural: (natural, pred_natural),
         spread,

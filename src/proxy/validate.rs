@@ -66,7 +66,7 @@ pub struct Validation {
     pub wall_s: f64,
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
