@@ -1,11 +1,14 @@
 //! `mixopt merge`: combine the runs tables of a sharded sweep (`sweep --shard
 //! I/N` on several machines) into one, de-duplicating runs and refusing tables
-//! that come from different sweep configurations.
+//! that come from different sweep configurations. Rows are copied byte for
+//! byte, in run-id order: the merged table is the one a single machine's
+//! sweep writes. The sidecar is written before the table, so a merge killed
+//! half-way leaves no table without its sidecar (and its rerun proceeds).
 
 use crate::store::import::read_sidecar;
-use crate::store::runs::{read_runs, RunRecord, RunsWriter};
+use crate::store::runs::{read_runs_raw, RawRow, RawTable, RunRecord};
 use anyhow::{bail, Context};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -53,22 +56,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut domains: Option<(PathBuf, Vec<String>)> = None;
     let mut config: Option<(PathBuf, String)> = None;
-    let mut merged: BTreeMap<String, RunRecord> = BTreeMap::new();
+    let mut header: Vec<u8> = Vec::new();
+    let mut merged: Vec<RawRow> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     let (mut duplicates, mut conflicts) = (0usize, 0usize);
     for path in &args.inputs {
-        let (doms, rows) = read_runs(path)?;
+        let table = read_runs_raw(path)?;
+        let records: Vec<RunRecord> = table.rows.iter().map(|r| r.record.clone()).collect();
         match &domains {
-            None => domains = Some((path.clone(), doms)),
-            Some((first, d)) if *d != doms => bail!(
+            None => {
+                domains = Some((path.clone(), table.domains.clone()));
+                header = table.header.clone();
+            }
+            Some((first, d)) if *d != table.domains => bail!(
                 "{}: domains [{}] differ from {}'s [{}]",
                 path.display(),
-                doms.join(", "),
+                table.domains.join(", "),
                 first.display(),
                 d.join(", ")
             ),
             Some(_) => {}
         }
-        if let Some(hash) = config_hash_of(path, &rows)? {
+        if let Some(hash) = config_hash_of(path, &records)? {
             match &config {
                 None => config = Some((path.clone(), hash)),
                 Some((first, h)) if *h != hash => bail!(
@@ -80,14 +89,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Some(_) => {}
             }
         }
-        for row in rows {
-            match merged.get(&row.run_id) {
+        for row in table.rows {
+            match index.get(&row.record.run_id) {
                 None => {
-                    merged.insert(row.run_id.clone(), row);
+                    index.insert(row.record.run_id.clone(), merged.len());
+                    merged.push(row);
                 }
-                Some(kept) => {
+                Some(&i) => {
                     duplicates += 1;
-                    if kept.losses != row.losses || kept.mixture != row.mixture {
+                    let kept = &merged[i].record;
+                    if kept.losses != row.record.losses || kept.mixture != row.record.mixture {
                         conflicts += 1;
                     }
                 }
@@ -97,18 +108,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some((_, domains)) = domains else {
         bail!("no input files");
     };
+    let mut table = RawTable {
+        domains,
+        header,
+        rows: merged,
+    };
+    table.sort_by_run_id();
 
-    // Write beside the target, then rename: --out is either absent or complete.
-    let tmp = args.out.with_extension("merge-tmp~");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let (mut writer, _) = RunsWriter::open(&tmp, &domains)?;
-        for row in merged.values() {
-            writer.append(row)?;
-        }
-    }
-    std::fs::rename(&tmp, &args.out)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), args.out.display()))?;
+    // The sidecar first, the table last (each atomically): a merge killed in
+    // between leaves no --out, so `fit` never meets the table without the
+    // sweep's prior and a rerun is not refused.
     if let Some((_, mut meta)) = read_sidecar(&args.inputs[0])? {
         if let Some(obj) = meta.as_object_mut() {
             obj.remove("shard");
@@ -122,7 +131,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         crate::mixture::write_json_atomic(&crate::store::meta_paths(&args.out)[0], &meta)?;
+    } else {
+        // No sidecar to carry over: leave no stale one (from an earlier
+        // --out) to be read as this table's.
+        for p in crate::store::meta_paths(&args.out) {
+            let _ = std::fs::remove_file(p);
+        }
     }
+    crate::mixture::write_atomic(&args.out, &table.to_bytes())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let merged = table.rows;
     println!(
         "merged {} files: {} runs ({duplicates} duplicates dropped) -> {}",
         args.inputs.len(),

@@ -205,7 +205,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     if todo.is_empty() {
-        return Ok(());
+        // Complete (perhaps by a run killed before it could order the table).
+        return Ok(writer.finish_sorted()?);
     }
 
     let pb = crate::progress::bar(todo.len() as u64, "sweep");
@@ -254,9 +255,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(e) = first_error {
         return Err(e);
     }
+    // Rows went in as runs finished; the finished table is in run order.
+    writer.finish_sorted()?;
     println!(
-        "sweep: {} runs finished -> {}",
-        args.runs,
+        "sweep: {} runs finished ({} trained now){shard_note} -> {}",
+        mine.len(),
+        todo.len(),
         args.out.display()
     );
     Ok(())

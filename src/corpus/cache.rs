@@ -82,9 +82,18 @@ pub struct SourceFile {
     /// `"pool"` (split by seed), `"train"` or `"val"`.
     pub role: String,
     pub size_bytes: u64,
-    /// Modification time (ns since the epoch): a re-run skips re-hashing a file
-    /// whose size and mtime are unchanged.
+    /// Modification time (ns since the epoch).
     pub mtime_ns: Option<u64>,
+    /// Status-change time and inode (Unix): a re-run reuses `sha256` only when
+    /// size, mtime, ctime and inode are all unchanged. Any write to a file
+    /// moves its ctime, and ctime cannot be set back (unlike mtime, which
+    /// `touch -d` or `cp -p` restore), so an edit that keeps size and mtime
+    /// is still re-hashed. `None` where unknown, or when the file had changed
+    /// just before it was hashed (too recent to trust the clock's tick).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
     pub sha256: String,
 }
 
@@ -92,7 +101,7 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+            Ok(t) => t.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::invalid(format!(
                     "{}: no token cache here (run `mixopt prepare --cache {}` first)",
@@ -132,8 +141,52 @@ impl Manifest {
         if manifest.domains.is_empty() {
             return Err(Error::parse(path, 0, "no domains"));
         }
+        let t = &manifest.tokenizer;
+        if t.separator_id as usize >= t.vocab_size {
+            return Err(Error::parse(
+                path,
+                0,
+                format!(
+                    "tokenizer.separator_id {} is not below tokenizer.vocab_size {}",
+                    t.separator_id, t.vocab_size
+                ),
+            ));
+        }
+        if manifest.token_width_bytes < token_width_for(t.vocab_size) {
+            return Err(Error::parse(
+                path,
+                0,
+                format!(
+                    "token_width_bytes {} cannot hold ids of tokenizer.vocab_size {}",
+                    manifest.token_width_bytes, t.vocab_size
+                ),
+            ));
+        }
+        for d in &manifest.domains {
+            for (field, file) in [("train_file", &d.train_file), ("val_file", &d.val_file)] {
+                if !inside_cache(file) {
+                    return Err(Error::parse(
+                        path,
+                        0,
+                        format!(
+                            "domains.{}.{field} {file:?}: must be a relative path inside the cache directory",
+                            d.name
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(manifest)
     }
+}
+
+/// A bin name the manifest may give: relative, no `..`, no root or prefix
+/// (a manifest is data; it must not point training at files elsewhere).
+fn inside_cache(file: &str) -> bool {
+    let p = Path::new(file);
+    !file.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Bytes per token for a vocabulary (including the separator).
@@ -229,6 +282,23 @@ impl MappedBin {
         self.map.as_deref().unwrap_or(&[])
     }
 
+    /// The largest id in the bin (None when empty).
+    fn max_id(&self, width: usize) -> Option<u32> {
+        use rayon::prelude::*;
+        match self.view(width) {
+            TokenView::U16(s) => s
+                .par_chunks(1 << 20)
+                .filter_map(|c| c.iter().max())
+                .max()
+                .map(|&m| u32::from(m)),
+            TokenView::U32(s) => s
+                .par_chunks(1 << 20)
+                .filter_map(|c| c.iter().max())
+                .max()
+                .copied(),
+        }
+    }
+
     fn view(&self, width: usize) -> TokenView<'_> {
         // Length and alignment were checked in `open` (mmaps are page aligned);
         // an empty `&[u8]` may sit at an unaligned dangling address, so it is
@@ -282,17 +352,32 @@ impl TokenCache {
         let width = manifest.token_width_bytes;
         let mut train = Vec::with_capacity(manifest.domains.len());
         let mut val = Vec::with_capacity(manifest.domains.len());
+        let vocab = manifest.tokenizer.vocab_size;
         for d in &manifest.domains {
-            train.push(MappedBin::open(
-                &dir.join(&d.train_file),
-                d.train_tokens,
-                width,
-            )?);
-            val.push(MappedBin::open(
-                &dir.join(&d.val_file),
-                d.val_tokens,
-                width,
-            )?);
+            for (file, n, out) in [
+                (&d.train_file, d.train_tokens, &mut train),
+                (&d.val_file, d.val_tokens, &mut val),
+            ] {
+                let path = dir.join(file);
+                let bin = MappedBin::open(&path, n, width)?;
+                // Every id must index the model's embedding: say so here, by
+                // file, rather than as a tensor error deep in training.
+                // (A vocabulary the width cannot overflow needs no scan.)
+                let may_overflow = (vocab as u64) < (1u64 << (8 * width));
+                if let Some(max) = may_overflow
+                    .then(|| bin.max_id(width))
+                    .flatten()
+                    .filter(|&m| m as usize >= vocab)
+                {
+                    return Err(Error::invalid(format!(
+                        "{}: holds token id {max}, but {} gives tokenizer.vocab_size {vocab}; \
+                         the cache is damaged or its manifest edited, re-run mixopt prepare",
+                        path.display(),
+                        dir.join(MANIFEST_FILE).display()
+                    )));
+                }
+                out.push(bin);
+            }
         }
         Ok(TokenCache {
             dir: dir.to_path_buf(),

@@ -76,16 +76,35 @@ pub fn score(fitted: &dyn FittedLaw, x: &[Vec<f64>], y: &[f64]) -> Score {
     score_predictions(&pred, y)
 }
 
-/// k-fold cross validation: shuffle run indices with `seed`, split into `k`
-/// near-equal folds, fit on k−1 folds (fit seed `seed + fold`) and predict the
-/// held-out one; score all out-of-fold predictions together.
-pub fn cross_validate(
+/// Row indices in run-id order (`store::natural_cmp`; stable for equal ids).
+pub fn id_order(ids: &[String]) -> Vec<usize> {
+    let mut by_id: Vec<usize> = (0..ids.len()).collect();
+    by_id.sort_by(|&a, &b| crate::store::natural_cmp(&ids[a], &ids[b]));
+    by_id
+}
+
+/// The runs in fold order: their ids sorted (`store::natural_cmp`), then
+/// shuffled with `seed`. Fold f of k holds positions [f·n/k, (f+1)·n/k).
+/// Folds therefore depend on the run ids and the seed only, never on the
+/// order the rows came in (a sweep appends runs as workers finish). For rows
+/// already in id order this is the plain seeded shuffle of the row indices.
+pub fn fold_order(ids: &[String], seed: u64) -> Vec<usize> {
+    let by_id = id_order(ids);
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    order.into_iter().map(|p| by_id[p]).collect()
+}
+
+/// Out-of-fold predictions: each run predicted by the law fit (seed
+/// `seed + fold`) on the other folds, the training rows given in fold order.
+pub fn out_of_fold(
     law: &dyn MixingLaw,
     x: &[Vec<f64>],
     y: &[f64],
+    ids: &[String],
     k: usize,
     seed: u64,
-) -> Result<CvReport> {
+) -> Result<Vec<f64>> {
     let n = x.len();
     if k < 2 {
         return Err(Error::invalid(format!(
@@ -97,22 +116,54 @@ pub fn cross_validate(
             "{k}-fold cross validation needs at least {k} runs, have {n}"
         )));
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
-    let mut pred = vec![0.0; n];
-    for fold in 0..k {
-        // Fold f holds positions [f·n/k, (f+1)·n/k) of the shuffled order.
-        let (lo, hi) = (fold * n / k, (fold + 1) * n / k);
-        let held = &order[lo..hi];
-        let train: Vec<usize> = order[..lo].iter().chain(&order[hi..]).copied().collect();
-        let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
-        let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
-        let fitted = law.fit(&tx, &ty, seed.wrapping_add(fold as u64))?;
-        for &i in held {
-            pred[i] = fitted.predict(&x[i]);
-        }
+    if ids.len() != n || y.len() != n {
+        return Err(Error::invalid(format!(
+            "cross validation: {n} mixtures, {} targets, {} run ids",
+            y.len(),
+            ids.len()
+        )));
     }
-    let s = score_predictions(&pred, y);
+    let order = fold_order(ids, seed);
+    // Folds are fit in parallel (each is independent and seeded by its
+    // index, so the result does not depend on the number of threads).
+    use rayon::prelude::*;
+    let per_fold: Vec<Vec<(usize, f64)>> = (0..k)
+        .into_par_iter()
+        .map(|fold| {
+            let (lo, hi) = (fold * n / k, (fold + 1) * n / k);
+            let train: Vec<usize> = order[..lo].iter().chain(&order[hi..]).copied().collect();
+            let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
+            let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
+            let fitted = law.fit(&tx, &ty, seed.wrapping_add(fold as u64))?;
+            Ok(order[lo..hi]
+                .iter()
+                .map(|&i| (i, fitted.predict(&x[i])))
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut pred = vec![0.0; n];
+    for (i, p) in per_fold.into_iter().flatten() {
+        pred[i] = p;
+    }
+    Ok(pred)
+}
+
+/// k-fold cross validation on the folds of [`fold_order`]; all out-of-fold
+/// predictions are scored together.
+pub fn cross_validate(
+    law: &dyn MixingLaw,
+    x: &[Vec<f64>],
+    y: &[f64],
+    ids: &[String],
+    k: usize,
+    seed: u64,
+) -> Result<CvReport> {
+    let pred = out_of_fold(law, x, y, ids, k, seed)?;
+    // Scored in id order too: float sums then do not depend on row order.
+    let by_id = id_order(ids);
+    let pred: Vec<f64> = by_id.iter().map(|&i| pred[i]).collect();
+    let y: Vec<f64> = by_id.iter().map(|&i| y[i]).collect();
+    let s = score_predictions(&pred, &y);
     Ok(CvReport {
         k,
         n: s.n,
@@ -222,6 +273,39 @@ mod tests {
         // x' = [-1, 0, 1], y' = [-2, 1, 1]: Σx'y' = 3, Σx'² = 2, Σy'² = 6.
         let r = pearson(&[1.0, 2.0, 3.0], &[0.0, 3.0, 3.0]);
         assert!((r - 3.0 / 12f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn folds_follow_run_ids_not_row_order() {
+        // 12 runs given in four orders: before folds followed the row order
+        // and linear CV ρ ranged from −13 to +14 on one such table.
+        let ids: Vec<String> = (0..12).map(|i| format!("run{i:05}")).collect();
+        let x: Vec<Vec<f64>> = (0..12)
+            .map(|i| {
+                let a = ((i * 7) % 12) as f64 / 12.0 * 0.8 + 0.1;
+                vec![a, 1.0 - a]
+            })
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, w)| 2.0 - w[0] + 0.05 * ((i * 5 % 3) as f64))
+            .collect();
+        let law = super::super::linear::LinearLaw { alpha: 1e-4 };
+        let base = cross_validate(&law, &x, &y, &ids, 4, 3).unwrap();
+        for perm_seed in 0..4u64 {
+            let mut perm: Vec<usize> = (0..12).collect();
+            perm.shuffle(&mut StdRng::seed_from_u64(100 + perm_seed));
+            let px: Vec<Vec<f64>> = perm.iter().map(|&i| x[i].clone()).collect();
+            let py: Vec<f64> = perm.iter().map(|&i| y[i]).collect();
+            let pid: Vec<String> = perm.iter().map(|&i| ids[i].clone()).collect();
+            let r = cross_validate(&law, &px, &py, &pid, 4, 3).unwrap();
+            assert_eq!(r, base, "row order {perm:?} changed the CV result");
+        }
+        // Rows already in id order keep the plain seeded shuffle.
+        let mut plain: Vec<usize> = (0..12).collect();
+        plain.shuffle(&mut StdRng::seed_from_u64(3));
+        assert_eq!(fold_order(&ids, 3), plain);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Every error names the file and, where there is one, the line and column.
 
 use super::runs::{read_runs, FIXED_COLUMNS};
-use super::{abbreviate, meta_paths, parse_finite, read_table};
+use super::{abbreviate, meta_paths, parse_finite, parse_loss, read_table};
 use crate::error::{Error, IoContext, Result};
 use crate::mixture::{check_domain_name, Mixture};
 use std::collections::{BTreeMap, HashMap};
@@ -273,7 +273,7 @@ fn read_metrics(path: &Path, id_col: &str) -> Result<Metrics> {
     for (line, f) in &table.rows {
         values.push(
             cols.iter()
-                .map(|&c| parse_finite(path, *line, c, &table.header[c], &f[c]))
+                .map(|&c| parse_loss(path, *line, c, &table.header[c], &f[c]))
                 .collect::<Result<Vec<f64>>>()?,
         );
     }
@@ -318,7 +318,7 @@ pub fn read_sidecar(data: &Path) -> Result<Option<(std::path::PathBuf, serde_jso
     let Some(meta) = meta_paths(data).into_iter().find(|m| m.is_file()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&meta).at(&meta)?;
+    let text = super::fsio::read_text(&meta)?;
     let value = serde_json::from_str(&text)
         .map_err(|e| Error::parse(&meta, e.line(), format!("not JSON: {e}")))?;
     Ok(Some((meta, value)))
