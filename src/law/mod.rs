@@ -12,6 +12,7 @@ pub mod cv;
 pub mod dml;
 pub mod ensemble;
 pub mod gbdt;
+mod histogram;
 pub mod linear;
 pub mod loglinear;
 pub mod target;
