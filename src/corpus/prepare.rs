@@ -232,6 +232,12 @@ struct Built {
 /// cache there already matches the options and source contents.
 pub fn prepare(spec: &PrepareSpec) -> Result<PrepareReport> {
     spec.check()?;
+    // One prepare per cache: two would write the same temporary bins.
+    let _lock = crate::store::fsio::lock_exclusive(
+        &spec.cache_dir.join(".prepare.lock"),
+        "mixopt prepare",
+        "wait for it to finish",
+    )?;
     let tokenizer = TextTokenizer::load(spec.tokenizer.as_deref())?;
     let tokenizer_info = TokenizerInfo {
         kind: tokenizer.kind().to_string(),
