@@ -34,6 +34,8 @@ pub enum Command {
     Predict(cmd::predict::Args),
     /// Find the mixture with the best predicted target.
     Optimize(cmd::optimize::Args),
+    /// Train candidate mixtures at a larger scale, paired by seed, and say which wins.
+    Validate(cmd::validate::Args),
     /// Write weights into a pretraining framework's config.
     Export(cmd::export::Args),
     /// Write a self-contained HTML report of runs, law, weights and trajectory.
@@ -42,6 +44,8 @@ pub enum Command {
     Online(cmd::online::Args),
     /// Benchmarks that print figures (proxy training throughput vs PyTorch).
     Bench(cmd::bench::Args),
+    /// List the published mixtures usable by name (The Pile, DoReMi, RegMix, …) or show one.
+    Mixtures(cmd::mixtures::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -54,9 +58,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fit(a) => cmd::fit::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Optimize(a) => cmd::optimize::run(a).map(|_| ()),
+        Command::Validate(a) => cmd::validate::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Online(a) => cmd::online::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Mixtures(a) => cmd::mixtures::run(a),
     }
 }

@@ -168,7 +168,16 @@ fn schedules_match_their_golden_files() {
         let out = dir.path().join(format!("{stem}.{}", ext(format)));
         let o = mixopt()
             .args([
-                "export", "--format", format, "--phases", "2", "--round", "2",
+                "export",
+                "--format",
+                format,
+                "--phases",
+                "2",
+                "--round",
+                "2",
+                // Levanter aligns phase starts to whole mixture blocks.
+                "--batch-size",
+                "256",
             ])
             .arg("--trajectory")
             .arg(&traj)

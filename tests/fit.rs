@@ -132,9 +132,11 @@ fn small_pair(dir: &Path) -> (PathBuf, PathBuf) {
     (mp, lp)
 }
 
+/// A linear-law fit of a mixtures/metrics pair (the test data are linear).
 fn fit_pair(m: &Path, l: &Path, out: &Path) -> Command {
     let mut c = mixopt();
     c.arg("fit")
+        .args(["--law", "linear"])
         .arg("--mixtures")
         .arg(m)
         .arg("--losses")
@@ -247,7 +249,13 @@ fn missing_file_is_named() {
 fn unknown_law_lists_known_laws() {
     let dir = tempfile::tempdir().unwrap();
     let (m, l) = small_pair(dir.path());
-    let e = fails(fit_pair(&m, &l, &dir.path().join("law.json")).args(["--law", "gbdtx"]));
+    let e = fails(
+        mixopt()
+            .args(["fit", "--law", "gbdtx", "--mixtures"])
+            .arg(&m)
+            .arg("--losses")
+            .arg(&l),
+    );
     assert!(e.contains("gbdtx") && e.contains("linear"), "{e}");
 }
 
@@ -308,7 +316,8 @@ fn runs_table_fit_uses_sidecar_prior_and_predicts_runs() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs.csv");
     let domains: Vec<String> = vec!["web".into(), "code".into()];
-    let (mut w, _) = RunsWriter::open(&runs, &domains).unwrap();
+    let (mut w, _) =
+        RunsWriter::open(&runs, &mixopt::store::RunsLayout::training(&domains)).unwrap();
     for i in 0..10 {
         let x = (i as f64 + 0.5) / 10.0;
         w.append(&RunRecord {

@@ -244,6 +244,9 @@ fn sweep_args(tmp: &Path, cache: &Path, out: &Path, runs: usize, jobs: usize) ->
     a.push(cache.into());
     a.push("--out".into());
     a.push(out.into());
+    // Row counts below are the sampled runs; the noise floor has its own test.
+    a.push("--noise-seeds".into());
+    a.push("0".into());
     a
 }
 
@@ -443,6 +446,52 @@ fn torn_last_line_is_repaired_on_resume() {
 }
 
 #[test]
+fn sweep_measures_its_noise_floor_and_fit_reports_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cache = prepare(t);
+    let runs = t.join("runs.csv");
+    let mut args = sweep_args(t, &cache, &runs, 4, 2);
+    args.truncate(args.len() - 2);
+    mixopt()
+        .args(args)
+        .args(["--noise-seeds", "2", "--seeds", "common"])
+        .assert()
+        .success();
+    let rows = data_rows(&runs);
+    let ids: Vec<&str> = rows.iter().map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(
+        ids.iter().filter(|i| i.starts_with("noise-")).count(),
+        4,
+        "{ids:?}"
+    );
+    // Common seeds: every sampled run has the same seed, the noise runs others.
+    let seed_of = |id: &str| {
+        rows.iter()
+            .find(|r| r.starts_with(&format!("{id},")))
+            .map(|r| r.split(',').nth(1).unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(seed_of("run00000"), seed_of("run00003"));
+    assert_ne!(seed_of("run00000"), seed_of("noise-natural-0"));
+    assert_eq!(seed_of("noise-natural-1"), seed_of("noise-probe-1"));
+    let law = t.join("law.json");
+    let fit = stdout_of(
+        mixopt()
+            .args(["fit", "--law", "linear", "--folds", "2", "--runs"])
+            .arg(&runs)
+            .arg("--out")
+            .arg(&law),
+    );
+    assert!(fit.contains("noise: target sd over 2 seeds"), "{fit}");
+    let law: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
+    assert_eq!(law["n_runs"], 4, "noise runs are not fitted");
+    assert_eq!(law["noise"]["seeds"], 2);
+    assert!(law["noise"]["seed_sd"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
 fn demo_runs_end_to_end_and_reruns_with_other_settings() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
@@ -469,7 +518,11 @@ fn demo_runs_end_to_end_and_reruns_with_other_settings() {
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
-    assert_eq!(data_rows(&out.join("runs.csv")).len(), 6);
+    // 6 sampled runs and the noise floor: the prior and a probe at 2 seeds each.
+    let rows = data_rows(&out.join("runs.csv"));
+    assert_eq!(rows.len(), 6 + 4);
+    assert_eq!(rows.iter().filter(|r| r.starts_with("noise-")).count(), 4);
+    assert!(first.contains("noise: target sd over 2 seeds"), "{first}");
     // Another seed means another corpus and sweep: the demo starts its runs afresh.
     let second = demo("1");
     assert!(second.contains("0 already finished"), "{second}");

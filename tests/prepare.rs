@@ -54,6 +54,17 @@ fn manifest(cache: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(cache.join("manifest.json")).unwrap()).unwrap()
 }
 
+/// A proxy small enough for the few-token corpora here (windows of 5 tokens).
+fn tiny_preset(dir: &Path) -> PathBuf {
+    let path = dir.join("micro.toml");
+    write(
+        &path,
+        "name = \"micro\"\nn_layers = 1\nd_model = 8\nn_heads = 2\nd_ff = 16\nseq_len = 4\n\
+         batch_size = 2\nn_steps = 2\nlr_peak = 1e-3\nwarmup_steps = 0\neval_windows = 2\n",
+    );
+    path
+}
+
 fn mtime(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
@@ -98,7 +109,7 @@ fn prepares_domains_dir_and_reruns_as_up_to_date() {
     );
 
     let m = manifest(&cache);
-    assert_eq!(m["format_version"], 1);
+    assert_eq!(m["format_version"], 2);
     assert_eq!(m["tokenizer"]["kind"], "bytes");
     assert_eq!(m["tokenizer"]["vocab_size"], 257);
     assert_eq!(m["token_width_bytes"], 2);
@@ -107,9 +118,22 @@ fn prepares_domains_dir_and_reruns_as_up_to_date() {
     assert_eq!(domains[1]["name"], "web");
     let web = &domains[1];
     assert_eq!(web["split"], "given");
+    // Its one held-out document validates; there is none left for a test split.
     assert_eq!(
-        (web["train_docs"].as_u64(), web["val_docs"].as_u64()),
-        (Some(3), Some(1))
+        (
+            web["train_docs"].as_u64(),
+            web["val_docs"].as_u64(),
+            web["test_docs"].as_u64()
+        ),
+        (Some(3), Some(1), Some(0))
+    );
+    // code's two are dealt one to validation, one to test.
+    assert_eq!(
+        (
+            domains[0]["val_docs"].as_u64(),
+            domains[0]["test_docs"].as_u64()
+        ),
+        (Some(1), Some(1))
     );
     // Bytes plus one separator per document.
     assert_eq!(web["train_tokens"], 11 + 1 + 11 + 1 + 5 + 1);
@@ -199,23 +223,17 @@ fn prepares_globs_txt_gz_and_parquet_with_a_seeded_split() {
     let out = run("3");
     assert!(out.contains("prepared 3 domains"), "{out}");
     let m = manifest(&cache);
+    let docs = |d: &serde_json::Value| {
+        ["train_docs", "val_docs", "test_docs"].map(|k| d[k].as_u64().unwrap())
+    };
     let a = &m["domains"][0];
     assert_eq!(a["split"], "seeded");
     assert_eq!(a["sources"].as_array().unwrap().len(), 10);
-    assert_eq!(
-        (a["train_docs"].as_u64(), a["val_docs"].as_u64()),
-        (Some(8), Some(2))
-    );
-    let news = &m["domains"][1];
-    assert_eq!(
-        (news["train_docs"].as_u64(), news["val_docs"].as_u64()),
-        (Some(3), Some(1))
-    );
-    let books = &m["domains"][2];
-    assert_eq!(
-        (books["train_docs"].as_u64(), books["val_docs"].as_u64()),
-        (Some(2), Some(1))
-    );
+    // 20% of 10 held out, dealt half to validation, half to test.
+    assert_eq!(docs(a), [8, 1, 1]);
+    // 20% of 4 rounds to 1; a test split needs a second held-out document.
+    assert_eq!(docs(&m["domains"][1]), [2, 1, 1]);
+    assert_eq!(docs(&m["domains"][2]), [1, 1, 1]);
     let val_a = std::fs::read(cache.join("a.val.bin")).unwrap();
 
     // Same seed, same split (forced rebuild); another seed, another split.
@@ -239,6 +257,70 @@ fn prepares_globs_txt_gz_and_parquet_with_a_seeded_split() {
     assert_eq!(std::fs::read(cache.join("a.val.bin")).unwrap(), val_a);
     run("4");
     assert_ne!(std::fs::read(cache.join("a.val.bin")).unwrap(), val_a);
+}
+
+#[test]
+fn evaluation_only_domains_are_held_out_entirely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = corpus_dir(tmp.path());
+    write(
+        &corpus.join("web/val.jsonl"),
+        jsonl("web", &["held out", "also held"]),
+    );
+    let cache = tmp.path().join("cache");
+    let base = [
+        "prepare",
+        "--domains-dir",
+        corpus.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    // NAME alone moves a --domains-dir domain out of training.
+    let out = succeeds(mixopt().args(base).args(["--eval-domain", "code"]));
+    assert!(out.contains("eval"), "{out}");
+    let m = manifest(&cache);
+    let code = &m["domains"][1];
+    assert_eq!(
+        (&code["name"], &code["role"]),
+        (&"code".into(), &"eval".into())
+    );
+    // All four code documents (train and val files) are held out, none trained on.
+    assert_eq!(code["train_tokens"], 0);
+    assert_eq!(
+        code["val_docs"].as_u64().unwrap() + code["test_docs"].as_u64().unwrap(),
+        4
+    );
+    let tc = TokenCache::open(&cache).unwrap();
+    assert_eq!(tc.domains(), ["web"]);
+    assert_eq!(tc.eval_domains(), ["web", "code"]);
+    assert_eq!(tc.natural_mixture().unwrap().weights(), [1.0]);
+
+    // A proxy scores it (on either split) and cannot be told to train on it.
+    let train = |extra: &[&str]| {
+        let mut c = mixopt();
+        c.args(["train", "--cache", cache.to_str().unwrap(), "--proxy"])
+            .arg(tiny_preset(tmp.path()))
+            .args(extra);
+        c
+    };
+    let out = succeeds(&mut train(&["--split", "test"]));
+    assert!(
+        out.contains("test_loss") && out.contains("code") && out.contains("eval"),
+        "{out}"
+    );
+    let err = fails(&mut train(&["--mixture", "web=0.5,code=0.5"]));
+    assert!(err.contains("code"), "{err}");
+
+    // Unknown names and a NAME=PATH that repeats a training domain are refused.
+    let err = fails(mixopt().args(base).args(["--eval-domain", "nope"]));
+    assert!(err.contains("--eval-domain nope"), "{err}");
+    let web = corpus.join("web");
+    let err = fails(
+        mixopt()
+            .args(base)
+            .args(["--eval-domain", &format!("web={}", web.display())]),
+    );
+    assert!(err.contains("also a training domain"), "{err}");
 }
 
 /// A tiny WordLevel tokenizer.json written by hand (no downloads).
@@ -428,8 +510,9 @@ fn bad_inputs_fail_with_clear_errors() {
     );
     rejects(
         d,
-        &["--domain", &dom("bad name", &good)],
-        &["bad name", "domain name"],
+        // A space is a valid name (hierarchies, Olmix topics); a comma is not.
+        &["--domain", &dom("bad,name", &good)],
+        &["bad,name", "domain name"],
     );
     rejects(d, &[], &["no domains"]);
 

@@ -40,7 +40,8 @@ impl Fixture {
         let dir = tmp.path().to_path_buf();
         let domains: Vec<String> = ["web", "code", "math"].map(String::from).to_vec();
         let runs = dir.join("runs.csv");
-        let (mut w, _) = RunsWriter::open(&runs, &domains).unwrap();
+        let (mut w, _) =
+            RunsWriter::open(&runs, &mixopt::store::RunsLayout::training(&domains)).unwrap();
         for i in 0..24u32 {
             let a = 0.05 + 0.9 * f64::from(i % 6) / 5.0 * 0.8;
             let b = (1.0 - a) * (0.2 + 0.6 * f64::from(i % 4) / 3.0);

@@ -139,18 +139,22 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
         for (label, j, threads) in modes {
             let out = scratch.join(format!("runs-{label}.csv"));
             let started = Instant::now();
-            crate::cmd::sweep::run(crate::cmd::sweep::Args {
+            crate::cmd::sweep::run_spec(&crate::proxy::sweep::SweepSpec {
                 cache: cache.clone(),
-                proxy: b.proxy.clone(),
+                proxy: crate::proxy::ProxyConfig::load(&b.proxy)?,
                 runs: b.runs,
                 seed: 0,
+                seeds: crate::proxy::sweep::SeedMode::PerRun,
+                noise_seeds: 0,
                 out: out.clone(),
-                jobs: Some(j),
+                workers: j,
                 threads_per_run: threads,
-                temperature: 0.5,
-                max_repetition: 15.0,
+                sampler: crate::mixture::sampler::SamplerConfig::default(),
                 shard: None,
-                device: "cpu".into(),
+                device: candle_core::Device::Cpu,
+                levels: None,
+                reuse: None,
+                unfreeze: Vec::new(),
             })?;
             let s = started.elapsed().as_secs_f64();
             println!(

@@ -7,12 +7,17 @@ use crate::corpus::cache::TokenCache;
 use crate::corpus::prepare::{domains_in_dir, prepare, PrepareSpec};
 use crate::corpus::synthetic::{self, NOISE_DOMAIN};
 use crate::law::Target;
+use crate::mixture::sampler::SamplerConfig;
 use crate::mixture::Mixture;
+use crate::proxy::sweep::{SeedMode, SweepSpec};
 use crate::proxy::train::train_proxy;
 use crate::proxy::{ProxyConfig, TrainOptions};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// Seeds of the demo sweep's noise floor (2 × this many extra runs).
+const DEMO_NOISE_SEEDS: usize = 2;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,18 +76,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("== 3/5 sweep");
     let runs = out.join("runs.csv");
     forget_other_demo(out, &args)?;
-    sweep::run(sweep::Args {
+    let workers = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    sweep::run_spec(&SweepSpec {
         cache: cache_dir.clone(),
-        proxy: args.proxy.clone(),
+        proxy: ProxyConfig::load(&args.proxy)?,
         runs: args.runs,
         seed: args.seed,
+        seeds: SeedMode::PerRun,
+        noise_seeds: DEMO_NOISE_SEEDS,
         out: runs.clone(),
-        jobs: args.jobs,
+        workers,
         threads_per_run: 1,
-        temperature: 0.5,
-        max_repetition: 15.0,
+        sampler: SamplerConfig::default(),
         shard: None,
-        device: "cpu".into(),
+        device: candle_core::Device::Cpu,
+        levels: None,
+        reuse: None,
+        unfreeze: Vec::new(),
     })?;
 
     // The target: mean validation loss over the learnable domains. The noise
@@ -108,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         id: "index".into(),
         target: target_spec.clone(),
         law: "loglinear".into(),
+        at_tokens: None,
         out: law.clone(),
         folds: 5,
         seed: args.seed,
@@ -224,7 +237,7 @@ fn train_each(
                 let report = h
                     .join()
                     .map_err(|_| anyhow::anyhow!("a check run's thread panicked"))??;
-                Ok(report.val_losses)
+                Ok(report.losses)
             })
             .collect()
     })

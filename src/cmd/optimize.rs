@@ -20,8 +20,9 @@ pub struct Args {
     /// Where to write the optimized weights.
     #[arg(long, default_value = "weights.json")]
     pub out: PathBuf,
-    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples)
-    /// or `exact` (mirror descent + pairwise search on the law, multi-start).
+    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples),
+    /// `exact` (mirror descent + pairwise search on the law, multi-start) or
+    /// `search` (the best observed run that meets the constraints).
     #[arg(long, default_value = "simulate")]
     pub proposer: String,
     /// Candidates the simulation scores.
@@ -145,11 +146,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     let law = law_file.fitted()?;
     let domains = law_file.domains.clone();
     let natural = match &args.prior {
-        Some(p) => Mixture::parse_or_load(p).with_context(|| format!("--prior {p}"))?,
-        None => law_file.prior_mixture()?,
-    }
-    .align(&domains)
-    .context("--prior")?;
+        Some(p) => Mixture::resolve_for(p, &domains).with_context(|| format!("--prior {p}"))?,
+        None => law_file
+            .prior_mixture()?
+            .align(&domains)
+            .context("--prior")?,
+    };
     let proposer: Box<dyn Proposer> = match args.proposer.as_str() {
         "simulate" => Box::new(Simulate {
             n_candidates: args.candidates,
@@ -160,7 +162,8 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             starts: args.starts,
             ..Exact::default()
         }),
-        other => bail!("--proposer {other:?}: unknown (known: simulate, exact)"),
+        "search" => Box::new(crate::optimize::search::Search::from_law(&law_file)?),
+        other => bail!("--proposer {other:?}: unknown (known: simulate, exact, search)"),
     };
     for (flag, v) in [
         ("--kl-prior", args.kl_prior),
@@ -230,7 +233,21 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         "search": proposal.details,
         "mixopt_version": crate::VERSION,
     });
-    let file = proposal.mixture.to_weights_file(
+    // Mixture reuse: the law's optimum is over the virtual domain; the
+    // weights written are the composed leaf weights.
+    let (written, mut provenance) = (
+        match &law_file.reuse {
+            Some(r) => r.expand_leaves(&proposal.mixture)?,
+            None => proposal.mixture.clone(),
+        },
+        provenance,
+    );
+    if let Some(r) = &law_file.reuse {
+        provenance["reuse"] = serde_json::json!({
+            "virtual": r.name, "frozen": r.parts, "reduced": proposal.mixture.to_map(),
+        });
+    }
+    let file = written.to_weights_file(
         Some(law_file.target.clone()),
         Some(proposal.predicted),
         provenance,
@@ -271,9 +288,25 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             "spread (ensemble std)", s, su, sn
         );
     }
+    if law_file.reuse.is_some() {
+        println!(
+            "composed leaf weights (frozen domains × the {:?} weight):",
+            domains[0]
+        );
+        for (d, w) in written.iter() {
+            println!("{d:<28} {w:>10.4}");
+        }
+    }
+    if crate::mixture::hierarchy::is_hierarchical(written.domains()) {
+        let by_source = crate::mixture::hierarchy::rollup(&written, 1)?;
+        println!("{:<28} {:>10}", "source", "optimized");
+        for (d, w) in by_source.iter() {
+            println!("{d:<28} {w:>10.4}");
+        }
+    }
     println!("wrote {}", args.out.display());
     Ok(Outcome {
-        optimized: proposal.mixture,
+        optimized: written,
         predicted: proposal.predicted,
         uniform: (uniform, pred_uniform),
         natural: (natural, pred_natural),

@@ -29,6 +29,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("loading law {}", args.law.display()))?;
     let table = read_mixture_table(&args.mixtures, &args.id)
         .with_context(|| format!("reading mixtures {}", args.mixtures.display()))?;
+    for n in &table.notes {
+        eprintln!("note: {n}");
+    }
     let cols = column_map(&table.source, &table.domains, law.domains())?;
 
     let mut w = csv::WriterBuilder::new()

@@ -6,9 +6,10 @@
 //! mixopt prepare --domains-dir /tmp/mixcorpus --cache cache/ --tokenizer tokenizer.json
 //! ```
 
+use crate::corpus::cache::Role;
 use crate::corpus::prepare::{
-    self, DomainSource, PrepareReport, PrepareSpec, DEFAULT_MAX_VAL_TOKENS, DEFAULT_TEXT_FIELD,
-    DEFAULT_VAL_FRACTION,
+    self, DomainSource, PrepareReport, PrepareSpec, DEFAULT_MAX_VAL_TOKENS, DEFAULT_TEST_FRACTION,
+    DEFAULT_TEXT_FIELD, DEFAULT_VAL_FRACTION,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +18,9 @@ use std::path::PathBuf;
 #[command(
     after_help = "Sources: .txt (one document per file), .jsonl, .jsonl.gz, .jsonl.zst, .parquet.\n\
                   A directory holding train.* and val.* files keeps its own split; otherwise\n\
-                  --val-fraction of the documents, drawn with --seed, are held out.\n\
+                  --val-fraction of the documents, drawn with --seed, are held out. The held-out\n\
+                  documents are dealt between a validation split (proxies are scored and choices\n\
+                  made on it) and a test split (--test-fraction of them; for judging only).\n\
                   Re-running with unchanged sources and options does nothing."
 )]
 pub struct Args {
@@ -27,6 +30,11 @@ pub struct Args {
     /// Take every subdirectory of DIR as a domain (DIR/<domain>/{train,val}.jsonl or any sources).
     #[arg(long, value_name = "DIR")]
     pub domains_dir: Option<PathBuf>,
+    /// An evaluation-only domain, NAME=PATH (or just NAME, one of --domains-dir's
+    /// subdirectories, which is then not trained on): tokenized into validation
+    /// and test splits, scored by every proxy, never sampled; a target can name it (repeatable).
+    #[arg(long = "eval-domain", value_name = "NAME[=PATH]")]
+    pub eval_domains: Vec<String>,
     /// Directory of the token cache to write.
     #[arg(long, value_name = "DIR")]
     pub cache: PathBuf,
@@ -39,7 +47,10 @@ pub struct Args {
     /// Share of documents held out for validation where a domain has no val files.
     #[arg(long, default_value_t = DEFAULT_VAL_FRACTION)]
     pub val_fraction: f64,
-    /// Seed of the train/validation draw.
+    /// Share of the held-out documents of each domain kept as a test split (0: none).
+    #[arg(long, default_value_t = DEFAULT_TEST_FRACTION)]
+    pub test_fraction: f64,
+    /// Seed of the train/validation/test draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Cap on each domain's validation tokens (keeps evaluation cheap).
@@ -66,12 +77,35 @@ impl Args {
         for arg in &self.domains {
             domains.push(DomainSource::parse(arg)?);
         }
+        for arg in &self.eval_domains {
+            if arg.contains('=') {
+                let mut d = DomainSource::parse(arg)?;
+                d.role = Role::Eval;
+                anyhow::ensure!(
+                    !domains.iter().any(|e| e.name == d.name),
+                    "--eval-domain {arg}: domain {:?} is also a training domain \
+                     (give just --eval-domain {} to move a --domains-dir domain out of training)",
+                    d.name,
+                    d.name
+                );
+                domains.push(d);
+            } else {
+                let d = domains.iter_mut().find(|d| &d.name == arg).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--eval-domain {arg}: no such domain (give NAME=PATH, or NAME of a \
+                         --domains-dir subdirectory)"
+                    )
+                })?;
+                d.role = Role::Eval;
+            }
+        }
         let spec = PrepareSpec {
             domains,
             cache_dir: self.cache,
             tokenizer: self.tokenizer,
             text_field: self.text_field,
             val_fraction: self.val_fraction,
+            test_fraction: self.test_fraction,
             seed: self.seed,
             max_val_tokens: self.max_val_tokens,
             force: self.force,
@@ -86,6 +120,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = prepare::prepare(&spec)?;
     let mut out = std::io::stdout().lock();
     print_report(&mut out, &report)?;
+    let m = &report.manifest;
+    if m.test_fraction > 0.0 {
+        for d in m.domains.iter().filter(|d| d.test_docs == 0) {
+            eprintln!(
+                "warning: domain {:?} has {} held-out document(s), all used for validation: \
+                 it has no test split (judging on test will refuse it)",
+                d.name, d.val_docs
+            );
+        }
+    }
     Ok(())
 }
 
@@ -95,7 +139,7 @@ fn print_report(out: &mut impl Write, report: &PrepareReport) -> std::io::Result
     if report.up_to_date {
         writeln!(out, "cache {dir} is up to date; nothing to do")?;
     } else {
-        writeln!(out, "prepared {} domains into {dir}", report.domains.len())?;
+        writeln!(out, "prepared {} domains into {dir}", m.domains.len())?;
     }
     writeln!(
         out,
@@ -105,41 +149,70 @@ fn print_report(out: &mut impl Write, report: &PrepareReport) -> std::io::Result
         m.tokenizer.separator_id,
         m.token_width_bytes * 8
     )?;
-    let name_width = report
+    let name_width = m
         .domains
         .iter()
         .map(|d| d.name.len())
         .chain(["domain".len(), "total".len()])
         .max()
         .unwrap_or(6);
-    writeln!(
-        out,
-        "{:<name_width$}  {:>10}  {:>10}  {:>14}  {:>12}  {:>7}",
-        "domain", "train_docs", "val_docs", "train_tokens", "val_tokens", "share"
-    )?;
-    let total_train: u64 = report.domains.iter().map(|d| d.train_tokens).sum();
-    for d in &report.domains {
-        let share = d.train_tokens as f64 / total_train.max(1) as f64;
+    let row = |out: &mut dyn Write, cells: [&str; 8]| {
         writeln!(
             out,
-            "{:<name_width$}  {:>10}  {:>10}  {:>14}  {:>12}  {:>6.2}%",
-            d.name,
-            d.train_docs,
-            d.val_docs,
-            d.train_tokens,
-            d.val_tokens,
-            100.0 * share
+            "{:<name_width$}  {:>10}  {:>8}  {:>9}  {:>14}  {:>10}  {:>11}  {:>7}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
+        )
+    };
+    row(
+        out,
+        [
+            "domain",
+            "train_docs",
+            "val_docs",
+            "test_docs",
+            "train_tokens",
+            "val_tokens",
+            "test_tokens",
+            "share",
+        ],
+    )?;
+    let total_train: u64 = m.domains.iter().map(|d| d.train_tokens).sum();
+    for d in &m.domains {
+        let share = match d.role {
+            Role::Train => format!(
+                "{:.2}%",
+                100.0 * d.train_tokens as f64 / total_train.max(1) as f64
+            ),
+            Role::Eval => "eval".to_string(),
+        };
+        row(
+            out,
+            [
+                &d.name,
+                &d.train_docs.to_string(),
+                &d.val_docs.to_string(),
+                &d.test_docs.to_string(),
+                &d.train_tokens.to_string(),
+                &d.val_tokens.to_string(),
+                &d.test_tokens.to_string(),
+                &share,
+            ],
         )?;
     }
-    let sum = |f: fn(&prepare::DomainReport) -> u64| report.domains.iter().map(f).sum::<u64>();
-    writeln!(
+    let sum = |f: fn(&crate::corpus::cache::DomainEntry) -> u64| {
+        m.domains.iter().map(f).sum::<u64>().to_string()
+    };
+    row(
         out,
-        "{:<name_width$}  {:>10}  {:>10}  {:>14}  {:>12}  {:>6.2}%",
-        "total",
-        sum(|d| d.train_docs),
-        sum(|d| d.val_docs),
-        total_train,
-        sum(|d| d.val_tokens),
-        100.0
+        [
+            "total",
+            &sum(|d| d.train_docs),
+            &sum(|d| d.val_docs),
+            &sum(|d| d.test_docs),
+            &total_train.to_string(),
+            &sum(|d| d.val_tokens),
+            &sum(|d| d.test_tokens),
+            "100.00%",
+        ],
     )
 }

@@ -13,7 +13,7 @@ pub struct Args {
     /// Law written by `mixopt fit`.
     #[arg(long)]
     pub law: PathBuf,
-    /// Optimized weights written by `mixopt optimize`, shown beside uniform and natural.
+    /// Optimized weights written by `mixopt optimize` (or a published mixture's name), shown beside uniform and natural.
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Online trajectory CSV (step, w_<domain>…, loss_<domain>…).

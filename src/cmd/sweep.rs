@@ -1,20 +1,12 @@
-//! `mixopt sweep`: sample mixtures from the RegMix prior and train one proxy per
-//! mixture, appending each finished run to the runs table. Resumable: rerunning
-//! the same command skips finished runs; proxies run concurrently, one
-//! single-threaded trainer per core (two 1-thread trainers beat one 2-thread
-//! trainer by 1.6–1.7×, DESIGN.md "Threads").
+//! `mixopt sweep`: sample mixtures from the prior and train one proxy per
+//! mixture, appending each finished run to the runs table (the stage is
+//! `proxy::sweep`). Resumable: rerunning the same command skips finished
+//! runs; proxies run concurrently, one single-threaded trainer per core.
 
-use crate::corpus::cache::TokenCache;
-use crate::mixture::sampler::{PriorSampler, SamplerConfig};
-use crate::mixture::{write_json_atomic, Mixture};
-use crate::proxy::train::train_proxy;
-use crate::proxy::{ProxyConfig, TrainOptions, TrainReport};
-use crate::store::runs::{RunRecord, RunsWriter};
-use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use crate::mixture::sampler::SamplerConfig;
+use crate::proxy::sweep::{run_sweep, SeedMode, Shard, SweepSpec};
+use crate::proxy::ProxyConfig;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -24,12 +16,20 @@ pub struct Args {
     /// Proxy preset: a TOML file or a built-in name (tiny, small, 1m).
     #[arg(long, default_value = "tiny")]
     pub proxy: String,
-    /// Number of mixtures (= proxy runs) in the sweep.
+    /// Number of sampled mixtures (= proxy runs) in the sweep.
     #[arg(long)]
     pub runs: usize,
     /// Seeds the mixtures and every run's training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// `common`: every run gets the same seed (initialization and data
+    /// streams), so runs differ by their mixture only; `per-run`: each run its own.
+    #[arg(long, value_enum, default_value = "per-run")]
+    pub seeds: SeedMode,
+    /// Noise floor: train the natural mixture and the first sampled one at this
+    /// many extra seeds each (0: none); `fit` reports the spread.
+    #[arg(long, default_value_t = 3)]
+    pub noise_seeds: usize,
     /// The runs table (CSV, appended to; a `.meta.json` sidecar sits beside it).
     #[arg(long)]
     pub out: PathBuf,
@@ -44,6 +44,11 @@ pub struct Args {
     /// Temperature τ of the prior p^τ.
     #[arg(long, default_value_t = 0.5)]
     pub temperature: f64,
+    /// Range LO:HI of the Dirichlet concentrations s (log-spaced, x ~ Dir(s·p')):
+    /// RegMix's 0.1:5 spreads mixtures over the whole simplex; larger values
+    /// keep them near the prior.
+    #[arg(long, default_value = "0.1:5", value_parser = parse_range)]
+    pub concentration: (f64, f64),
     /// At most this many epochs of any domain (RegMix's r_max).
     #[arg(long, default_value_t = 15.0)]
     pub max_repetition: f64,
@@ -55,19 +60,20 @@ pub struct Args {
     /// Where proxies train: cpu, or cuda:N (build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-}
-
-/// One shard of a sweep: runs `k` with `k % count == index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    pub fn owns(&self, k: usize) -> bool {
-        k % self.count == self.index
-    }
+    /// Per-level Dirichlet settings for `source:topic` domains (TOML
+    /// `[[level]]`: temperature, concentration = [lo, hi], prior); with
+    /// hierarchical names and no file, every level uses --temperature and
+    /// RegMix's strengths.
+    #[arg(long)]
+    pub levels: Option<PathBuf>,
+    /// Reuse a previous optimized mixture (weights file or name): its ratios
+    /// among the domains still here are frozen into one virtual domain and
+    /// only that and the changed domains are swept (Olmix's mixture reuse).
+    #[arg(long)]
+    pub reuse: Option<String>,
+    /// With --reuse: sweep this domain too instead of freezing it (repeatable).
+    #[arg(long, requires = "reuse")]
+    pub unfreeze: Vec<String>,
 }
 
 /// `"I/N"` with 0 ≤ I < N (0-based, like Slurm's `--array=0-…` and Kubernetes'
@@ -90,201 +96,103 @@ pub fn parse_shard(arg: &str) -> Result<Shard, String> {
     Ok(Shard { index, count })
 }
 
-/// Everything that determines a sweep's results; its hash guards resumption.
-#[derive(serde::Serialize)]
-struct SweepIdentity<'a> {
-    proxy: &'a ProxyConfig,
-    cache_fingerprint: String,
-    seed: u64,
-    temperature: f64,
-    max_repetition: f64,
-    /// Data-parallel shards per run change results by float rounding, so they
-    /// are part of the identity; left out at 1 so hashes of sweeps made before
-    /// the option existed still match.
-    #[serde(skip_serializing_if = "is_one")]
-    threads_per_run: usize,
+/// `LO:HI` with 0 < LO ≤ HI.
+pub fn parse_range(arg: &str) -> Result<(f64, f64), String> {
+    let (lo, hi) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("expected LO:HI (e.g. 0.1:5), got {arg:?}"))?;
+    let num = |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{s:?} is not a number"))
+    };
+    let (lo, hi) = (num(lo)?, num(hi)?);
+    if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+        return Err(format!("{arg:?}: need 0 < LO <= HI"));
+    }
+    Ok((lo, hi))
 }
 
-fn is_one(n: &usize) -> bool {
-    *n == 1
-}
-
-/// Seed of run `k` of a sweep: a SplitMix64 step of (sweep seed, k), so runs
-/// get unrelated streams and a run's seed does not depend on the sweep size.
-pub fn run_seed(sweep_seed: u64, k: usize) -> u64 {
-    let mut z = sweep_seed.wrapping_add((k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-pub fn run_id(k: usize) -> String {
-    format!("run{k:05}")
+impl Args {
+    /// The flags as a sweep spec (preset loaded, defaults resolved).
+    pub fn spec(&self) -> anyhow::Result<SweepSpec> {
+        anyhow::ensure!(self.threads_per_run > 0, "--threads-per-run must be > 0");
+        // Default: fill the cores, each run using `threads_per_run` of them.
+        let workers = self.jobs.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / self.threads_per_run).max(1)
+        });
+        Ok(SweepSpec {
+            cache: self.cache.clone(),
+            proxy: ProxyConfig::load(&self.proxy)?,
+            runs: self.runs,
+            seed: self.seed,
+            seeds: self.seeds,
+            noise_seeds: self.noise_seeds,
+            out: self.out.clone(),
+            workers,
+            threads_per_run: self.threads_per_run,
+            sampler: SamplerConfig {
+                temperature: self.temperature,
+                max_repetition: self.max_repetition,
+                concentration_range: self.concentration,
+                ..SamplerConfig::default()
+            },
+            shard: self.shard,
+            device: crate::proxy::parse_device(&self.device)?,
+            levels: self.levels.clone(),
+            reuse: self.reuse.clone(),
+            unfreeze: self.unfreeze.clone(),
+        })
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.runs > 0, "--runs must be > 0");
-    anyhow::ensure!(args.threads_per_run > 0, "--threads-per-run must be > 0");
-    // Default: fill the cores, each run using `threads_per_run` of them.
-    let jobs = args.jobs.unwrap_or_else(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / args.threads_per_run).max(1)
-    });
-    anyhow::ensure!(jobs > 0, "--jobs must be > 0");
-    // Parallelism comes from concurrent trainers and their shards, not candle.
-    crate::cmd::train::set_threads(1);
-
-    let cfg = ProxyConfig::load(&args.proxy)?;
-    let device = crate::proxy::parse_device(&args.device)?;
-    let cache = TokenCache::open(&args.cache)?;
-    let prior = cache.natural_mixture()?;
-    let sampler_cfg = SamplerConfig {
-        temperature: args.temperature,
-        max_repetition: args.max_repetition,
-        ..SamplerConfig::default()
-    };
-    let identity = SweepIdentity {
-        proxy: &cfg,
-        cache_fingerprint: cache.fingerprint(),
-        seed: args.seed,
-        temperature: args.temperature,
-        max_repetition: args.max_repetition,
-        threads_per_run: args.threads_per_run,
-    };
-    let config_hash = hex::encode(&Sha256::digest(serde_json::to_vec(&identity)?)[..8]);
-    let mixtures = PriorSampler::new(&prior, sampler_cfg, args.seed)?.sample(args.runs)?;
-
-    let (mut writer, done) = RunsWriter::open(&args.out, cache.domains())?;
-    if let Some(other) = done.iter().find(|r| r.config_hash != config_hash) {
-        anyhow::bail!(
-            "{}: holds runs of a different sweep configuration (config hash {} in {}, this sweep {config_hash}); \
-             use another --out or the original options",
-            args.out.display(),
-            other.config_hash,
-            other.run_id
-        );
-    }
-    write_json_atomic(
-        &crate::store::meta_paths(&args.out)[0],
-        &serde_json::json!({
-            "config_hash": config_hash,
-            "domains": cache.domains(),
-            "prior": prior.to_map(),
-            "proxy": cfg,
-            "cache": args.cache.display().to_string(),
-            "cache_fingerprint": identity.cache_fingerprint,
-            "seed": args.seed,
-            "runs": args.runs,
-            "temperature": args.temperature,
-            "max_repetition": args.max_repetition,
-            "threads_per_run": args.threads_per_run,
-            "shard": args.shard.map(|s| format!("{}/{}", s.index, s.count)),
-            "mixopt_version": crate::VERSION,
-        }),
-    )?;
-    let finished: HashSet<&str> = done.iter().map(|r| r.run_id.as_str()).collect();
-    let mine: Vec<usize> = (0..args.runs)
-        .filter(|k| args.shard.is_none_or(|s| s.owns(*k)))
-        .collect();
-    let todo: Vec<usize> = mine
-        .iter()
-        .copied()
-        .filter(|k| !finished.contains(run_id(*k).as_str()))
-        .collect();
-    let shard_note = args
-        .shard
-        .map(|s| format!(" (shard {}/{}: {} of them)", s.index, s.count, mine.len()))
-        .unwrap_or_default();
-    println!(
-        "sweep: {} runs{shard_note} of proxy {} ({} tokens each), {} already finished, {} to train on {jobs} worker(s) -> {}",
-        args.runs,
-        cfg.name,
-        cfg.n_tokens(),
-        mine.len() - todo.len(),
-        todo.len(),
-        args.out.display()
-    );
-    if todo.is_empty() {
-        // Complete (perhaps by a run killed before it could order the table).
-        return Ok(writer.finish_sorted()?);
-    }
-
-    let pb = crate::progress::bar(todo.len() as u64, "sweep");
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<(usize, crate::Result<TrainReport>)>();
-    let mut first_error: Option<anyhow::Error> = None;
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(todo.len()) {
-            let tx = tx.clone();
-            let (todo, next, stop, cache, cfg, mixtures, device) =
-                (&todo, &next, &stop, &cache, &cfg, &mixtures, &device);
-            scope.spawn(move || loop {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&k) = todo.get(i) else { break };
-                let opts = TrainOptions {
-                    seed: run_seed(args.seed, k),
-                    device: device.clone(),
-                    threads: args.threads_per_run,
-                    ..TrainOptions::default()
-                };
-                let result = train_proxy(cfg, cache, &mixtures[k], &opts);
-                if tx.send((k, result)).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        // The one writer: rows are appended (and fsynced) as runs finish.
-        for (k, result) in rx {
-            let outcome = result.map_err(anyhow::Error::from).and_then(|report| {
-                let rec = record(k, &mixtures[k], &report, &cfg, &config_hash, args.seed);
-                writer.append(&rec).map_err(anyhow::Error::from)
-            });
-            pb.inc(1);
-            if let Err(e) = outcome {
-                stop.store(true, Ordering::Relaxed);
-                first_error.get_or_insert(e.context(run_id(k)));
-            }
-        }
-    });
-    pb.finish_and_clear();
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    // Rows went in as runs finished; the finished table is in run order.
-    writer.finish_sorted()?;
-    println!(
-        "sweep: {} runs finished ({} trained now){shard_note} -> {}",
-        mine.len(),
-        todo.len(),
-        args.out.display()
-    );
-    Ok(())
+    let spec = args.spec()?;
+    spec.check()?;
+    run_spec(&spec)
 }
 
-fn record(
-    k: usize,
-    mixture: &Mixture,
-    report: &TrainReport,
-    cfg: &ProxyConfig,
-    config_hash: &str,
-    sweep_seed: u64,
-) -> RunRecord {
-    RunRecord {
-        run_id: run_id(k),
-        seed: run_seed(sweep_seed, k),
-        proxy: cfg.name.clone(),
-        n_tokens: report.n_tokens,
-        wall_s: report.wall_s,
-        config_hash: config_hash.to_string(),
-        version: crate::VERSION.to_string(),
-        mixture: mixture.clone(),
-        losses: report.val_losses.clone(),
+/// Run a sweep with progress and the usual messages (also the demo's sweep).
+pub fn run_spec(spec: &SweepSpec) -> anyhow::Result<()> {
+    // Parallelism comes from concurrent trainers and their shards, not candle.
+    crate::cmd::train::set_threads(1);
+    let pb = crate::progress::bar(0, "sweep");
+    let shard_note = spec
+        .shard
+        .map(|s| format!(" (shard {}/{})", s.index, s.count))
+        .unwrap_or_default();
+    let noise = if spec.noise_seeds > 0 {
+        format!(" + {} noise-floor runs", 2 * spec.noise_seeds)
+    } else {
+        String::new()
+    };
+    let outcome = run_sweep(
+        spec,
+        |owned, finished, todo| {
+            println!(
+                "sweep: {} runs{noise} of proxy {} ({} tokens each){shard_note}: {owned} here, \
+                 {finished} already finished, {todo} to train on {} worker(s) -> {}",
+                spec.runs,
+                spec.proxy.name,
+                spec.proxy.n_tokens(),
+                spec.workers,
+                spec.out.display()
+            );
+            pb.set_length(todo as u64);
+        },
+        || pb.inc(1),
+    )?;
+    pb.finish_and_clear();
+    if outcome.trained > 0 {
+        println!(
+            "sweep: {} of {} runs finished here -> {}",
+            outcome.owned,
+            outcome.owned,
+            spec.out.display()
+        );
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -302,12 +210,9 @@ mod tests {
         for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
             assert!(parse_shard(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn run_seeds_differ_and_are_stable() {
-        assert_eq!(run_seed(1, 2), run_seed(1, 2));
-        assert_ne!(run_seed(1, 2), run_seed(1, 3));
-        assert_ne!(run_seed(1, 2), run_seed(2, 2));
+        assert_eq!(parse_range("20:200"), Ok((20.0, 200.0)));
+        for bad in ["0:1", "2:1", "x", "1:y"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
     }
 }

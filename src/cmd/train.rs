@@ -4,7 +4,7 @@
 //! trajectory (step, weights, per-domain losses) goes to `--trajectory` and the
 //! mixture the schedule amounted to to `--weights-out`.
 
-use crate::corpus::cache::TokenCache;
+use crate::corpus::cache::{Split, TokenCache};
 use crate::mixture::Mixture;
 use crate::online::{self, LossRequest, Observation, OnlinePolicy, PolicyKind, PolicySpec};
 use crate::proxy::train::{train_proxy_controlled, train_proxy_with, MixtureController, StepInfo};
@@ -63,6 +63,17 @@ pub struct Args {
     /// Write the training-loss curve (step,loss) as CSV here.
     #[arg(long)]
     pub curve: Option<PathBuf>,
+    /// Override the preset's evaluations per run (evenly spaced, the last at
+    /// the end); with more than one, each is printed.
+    #[arg(long)]
+    pub checkpoints: Option<usize>,
+    /// The held-out split to score on: val (for choosing) or test (for
+    /// judging a final answer; nothing should be tuned on it).
+    #[arg(long, value_enum, default_value = "val")]
+    pub split: Split,
+    /// Write every evaluation (steps, n_tokens, loss_<domain>…) as CSV here.
+    #[arg(long)]
+    pub checkpoints_out: Option<PathBuf>,
     /// Sampling schedule: static, or an online policy updating the mixture.
     #[arg(long, value_enum, default_value = "static")]
     pub schedule: Schedule,
@@ -212,11 +223,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.warmup_steps = cfg.warmup_steps.min(steps);
         cfg.check().with_context(|| "--steps")?;
     }
+    if let Some(k) = args.checkpoints {
+        cfg.checkpoints = k;
+        cfg.check().with_context(|| "--checkpoints")?;
+    }
     let cache = TokenCache::open(&args.cache)?;
     let mixture = match &args.mixture {
-        Some(m) => Mixture::parse_or_load(m)
-            .with_context(|| format!("--mixture {m}"))?
-            .align(cache.domains())
+        Some(m) => Mixture::resolve_for(m, cache.domains())
             .with_context(|| format!("--mixture {m} against cache {}", args.cache.display()))?,
         None => Mixture::uniform(cache.domains().to_vec())?,
     };
@@ -224,6 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         device: crate::proxy::parse_device(&args.device)?,
         threads,
+        split: args.split,
         ..TrainOptions::default()
     };
 
@@ -266,11 +280,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         "avg_w"
     };
-    println!("{:<20} {:>8} {:>10}", "domain", weight_title, "val_loss");
-    for ((d, w), l) in result.iter().zip(&report.val_losses) {
-        println!("{d:<20} {w:>8.4} {l:>10.4}");
+    let loss_title = format!("{}_loss", report.split.name());
+    println!("{:<20} {:>8} {:>10}", "domain", weight_title, loss_title);
+    let n_train = result.len();
+    for (i, (d, l)) in report.domains.iter().zip(&report.losses).enumerate() {
+        match result.weights().get(i) {
+            Some(w) => println!("{d:<20} {w:>8.4} {l:>10.4}"),
+            None => println!("{d:<20} {:>8} {l:>10.4}", "eval"),
+        }
     }
-    let mean = report.val_losses.iter().sum::<f64>() / report.val_losses.len() as f64;
+    // The mean over the training domains (evaluation-only ones are targets of their own).
+    let mean = report.losses[..n_train].iter().sum::<f64>() / n_train as f64;
     println!("{:<20} {:>8} {:>10.4}", "mean", "", mean);
     println!(
         "wall {:.2} s (training {:.2} s, {:.0} tokens/s; evaluation {:.2} s)",
@@ -279,6 +299,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.tokens_per_s(),
         report.wall_s - report.train_s
     );
+    if report.checkpoints.len() > 1 {
+        println!("{:<20} {:>8} {:>10}", "checkpoint", "steps", "mean");
+        for c in &report.checkpoints {
+            let mean = c.losses.iter().sum::<f64>() / c.losses.len() as f64;
+            println!("{:<20} {:>8} {mean:>10.4}", c.n_tokens, c.steps);
+        }
+    }
+    if let Some(path) = &args.checkpoints_out {
+        let text = crate::store::checkpoints_csv(&report.domains, "train", &report.checkpoints);
+        crate::mixture::write_atomic(path, text.as_bytes())?;
+    }
     if let Some(path) = &args.curve {
         let mut text = String::from("step,loss\n");
         for (s, l) in &report.curve {
@@ -345,7 +376,7 @@ fn run_scheduled(
             let pb = crate::progress::bar(cfg.n_steps as u64, "reference");
             let r = train_proxy_with(cfg, cache, mixture, opts, |_| pb.inc(1))?;
             pb.finish_and_clear();
-            Some(r.val_losses)
+            Some(r.losses[..cache.domains().len()].to_vec())
         }
         (_, Some(_)) => anyhow::bail!("--reference applies to --schedule doremi only"),
         _ => None,

@@ -1,9 +1,11 @@
 //! Corpus stage, output side: the token cache that `prepare` writes and
 //! training memory-maps. Layout of a cache directory:
 //!
-//! - `<domain>.train.bin`, `<domain>.val.bin`: flat little-endian token ids
-//!   (u16 when the vocabulary fits, else u32), documents concatenated, each
-//!   followed by the separator id;
+//! - `<domain>.train.bin`, `<domain>.val.bin`, `<domain>.test.bin`: flat
+//!   little-endian token ids (u16 when the vocabulary fits, else u32),
+//!   documents concatenated, each followed by the separator id. Validation is
+//!   what proxies are scored on and choices are made on; test is kept for
+//!   judging a final answer. An evaluation-only domain has no training tokens;
 //! - `manifest.json`: tokenizer, options, source files with hashes, and per-domain
 //!   document and token counts. Written last, so its presence means the bins
 //!   are complete.
@@ -18,7 +20,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the cache layout or the meaning of a manifest field changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// `manifest.json`.
@@ -34,8 +36,10 @@ pub struct Manifest {
     pub text_field: String,
     /// Share of documents held out for validation when a domain has no split of its own.
     pub val_fraction: f64,
+    /// Share of each domain's held-out documents in the test split.
+    pub test_fraction: f64,
     pub seed: u64,
-    /// Cap on each domain's validation tokens.
+    /// Cap on each domain's validation tokens (and on its test tokens).
     pub max_val_tokens: u64,
     /// sha256 over the options, the tokenizer hash and the source sizes and
     /// hashes: equal fingerprints mean a re-run would write the same bins.
@@ -55,24 +59,70 @@ pub struct TokenizerInfo {
     pub separator_id: u32,
 }
 
+/// Whether a domain is sampled for training or only evaluated (a held-out
+/// target: a downstream set, a distribution one optimizes for but does not train on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Train,
+    Eval,
+}
+
+/// The held-out split a proxy is scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// For choosing: sweeps, fits, any automatic choice.
+    Val,
+    /// For judging: a final comparison nothing was tuned on.
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainEntry {
     pub name: String,
-    /// `"seeded"` (validation documents drawn with the seed) or `"given"` (the
-    /// source directory had its own train/val files).
+    pub role: Role,
+    /// `"seeded"` (held-out documents drawn with the seed), `"given"` (the
+    /// source directory had its own train/val files; its val documents are
+    /// dealt between validation and test) or `"all held out"` (evaluation-only).
     pub split: String,
     pub sources: Vec<SourceFile>,
     /// File names relative to the cache directory.
     pub train_file: String,
     pub val_file: String,
+    pub test_file: String,
     pub train_docs: u64,
     pub val_docs: u64,
+    pub test_docs: u64,
     /// Token counts include one separator per document; they equal the bin
     /// lengths in tokens.
     pub train_tokens: u64,
     pub val_tokens: u64,
-    /// Validation tokens before the `max_val_tokens` cap.
+    pub test_tokens: u64,
+    /// Held-out tokens before the `max_val_tokens` cap.
     pub val_tokens_uncapped: u64,
+    pub test_tokens_uncapped: u64,
+}
+
+impl DomainEntry {
+    /// The bins' file names: train, val, test.
+    pub fn files(&self) -> [&str; 3] {
+        [&self.train_file, &self.val_file, &self.test_file]
+    }
+
+    /// Tokens in each bin, in `files` order.
+    pub fn token_counts(&self) -> [u64; 3] {
+        [self.train_tokens, self.val_tokens, self.test_tokens]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +213,10 @@ impl Manifest {
             ));
         }
         for d in &manifest.domains {
-            for (field, file) in [("train_file", &d.train_file), ("val_file", &d.val_file)] {
+            for (field, file) in ["train_file", "val_file", "test_file"]
+                .into_iter()
+                .zip(d.files())
+            {
                 if !inside_cache(file) {
                     return Err(Error::parse(
                         path,
@@ -175,6 +228,22 @@ impl Manifest {
                     ));
                 }
             }
+        }
+        let first_eval = manifest
+            .domains
+            .iter()
+            .position(|d| d.role == Role::Eval)
+            .unwrap_or(manifest.domains.len());
+        if first_eval == 0
+            || manifest.domains[first_eval..]
+                .iter()
+                .any(|d| d.role != Role::Eval)
+        {
+            return Err(Error::parse(
+                path,
+                0,
+                "domains must list training domains (at least one) before evaluation-only ones",
+            ));
         }
         Ok(manifest)
     }
@@ -319,14 +388,17 @@ impl MappedBin {
 }
 
 /// A prepared token cache, opened for training: the manifest plus one
-/// memory map per split.
+/// memory map per split. Training domains come first (indexes `0..n_train`
+/// of both `domains` and `eval_domains`), evaluation-only ones after.
 pub struct TokenCache {
     dir: PathBuf,
     manifest: Manifest,
     domains: Vec<String>,
+    eval_domains: Vec<String>,
     fingerprint: String,
     train: Vec<MappedBin>,
     val: Vec<MappedBin>,
+    test: Vec<MappedBin>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -350,14 +422,10 @@ impl TokenCache {
         }
         let manifest = Manifest::load(dir)?;
         let width = manifest.token_width_bytes;
-        let mut train = Vec::with_capacity(manifest.domains.len());
-        let mut val = Vec::with_capacity(manifest.domains.len());
+        let mut bins: [Vec<MappedBin>; 3] = Default::default();
         let vocab = manifest.tokenizer.vocab_size;
         for d in &manifest.domains {
-            for (file, n, out) in [
-                (&d.train_file, d.train_tokens, &mut train),
-                (&d.val_file, d.val_tokens, &mut val),
-            ] {
+            for ((out, file), n) in bins.iter_mut().zip(d.files()).zip(d.token_counts()) {
                 let path = dir.join(file);
                 let bin = MappedBin::open(&path, n, width)?;
                 // Every id must index the model's embedding: say so here, by
@@ -379,13 +447,24 @@ impl TokenCache {
                 out.push(bin);
             }
         }
+        let [train, val, test] = bins;
+        let names = |role: Option<Role>| {
+            manifest
+                .domains
+                .iter()
+                .filter(|d| role.is_none_or(|r| d.role == r))
+                .map(|d| d.name.clone())
+                .collect()
+        };
         Ok(TokenCache {
             dir: dir.to_path_buf(),
-            domains: manifest.domains.iter().map(|d| d.name.clone()).collect(),
+            domains: names(Some(Role::Train)),
+            eval_domains: names(None),
             fingerprint: content_fingerprint(&manifest),
             manifest,
             train,
             val,
+            test,
         })
     }
 
@@ -393,9 +472,16 @@ impl TokenCache {
         &self.dir
     }
 
-    /// Domain names in manifest order; indexes for `train`/`val`.
+    /// Training domains in manifest order: what a mixture weighs; indexes for `train`.
     pub fn domains(&self) -> &[String] {
         &self.domains
+    }
+
+    /// Every evaluated domain: the training domains, then evaluation-only
+    /// ones; indexes for `val`, `test` and `held_out`, and the order of a
+    /// proxy's losses.
+    pub fn eval_domains(&self) -> &[String] {
+        &self.eval_domains
     }
 
     /// Number of token ids including the separator.
@@ -412,15 +498,26 @@ impl TokenCache {
         self.train[domain].view(self.manifest.token_width_bytes)
     }
 
-    /// Panics when `domain >= domains().len()`.
+    /// Panics when `domain >= eval_domains().len()`.
     pub fn val(&self, domain: usize) -> TokenView<'_> {
-        self.val[domain].view(self.manifest.token_width_bytes)
+        self.held_out(Split::Val, domain)
     }
 
+    /// Panics when `domain >= eval_domains().len()`.
+    pub fn held_out(&self, split: Split, domain: usize) -> TokenView<'_> {
+        let bins = match split {
+            Split::Val => &self.val,
+            Split::Test => &self.test,
+        };
+        bins[domain].view(self.manifest.token_width_bytes)
+    }
+
+    /// Training tokens of each training domain.
     pub fn n_train_tokens(&self) -> Vec<u64> {
         self.manifest
             .domains
             .iter()
+            .filter(|d| d.role == Role::Train)
             .map(|d| d.train_tokens)
             .collect()
     }
@@ -450,8 +547,15 @@ pub fn content_fingerprint(manifest: &Manifest) -> String {
     h.update(&manifest.inputs_fingerprint);
     for d in &manifest.domains {
         h.update(format!(
-            "\n{}\t{}\t{}\t{}\t{}",
-            d.name, d.train_docs, d.val_docs, d.train_tokens, d.val_tokens
+            "\n{}\t{:?}\t{}\t{}\t{}\t{}\t{}\t{}",
+            d.name,
+            d.role,
+            d.train_docs,
+            d.val_docs,
+            d.test_docs,
+            d.train_tokens,
+            d.val_tokens,
+            d.test_tokens
         ));
     }
     hex::encode(h.finalize())
@@ -546,15 +650,20 @@ mod tests {
     fn entry(name: &str, train: u64, val: u64) -> DomainEntry {
         DomainEntry {
             name: name.into(),
+            role: Role::Train,
             split: "seeded".into(),
             sources: vec![],
             train_file: format!("{name}.train.bin"),
             val_file: format!("{name}.val.bin"),
+            test_file: format!("{name}.test.bin"),
             train_docs: 1,
             val_docs: 1,
+            test_docs: 0,
             train_tokens: train,
             val_tokens: val,
+            test_tokens: 0,
             val_tokens_uncapped: val,
+            test_tokens_uncapped: 0,
         }
     }
 
@@ -572,6 +681,7 @@ mod tests {
             token_width_bytes: width,
             text_field: "text".into(),
             val_fraction: 0.05,
+            test_fraction: 0.0,
             seed: 0,
             max_val_tokens: 100,
             inputs_fingerprint: "x".into(),
@@ -595,6 +705,8 @@ mod tests {
             write_bin(&d.join("a.val.bin"), width, &[7, big]);
             write_bin(&d.join("b.train.bin"), width, &[5, 5, 5, big, 9, 9, 9, big]);
             write_bin(&d.join("b.val.bin"), width, &[]);
+            write_bin(&d.join("a.test.bin"), width, &[]);
+            write_bin(&d.join("b.test.bin"), width, &[]);
             let m = manifest(width, vec![entry("a", 5, 2), entry("b", 8, 0)]);
             crate::mixture::write_json_atomic(&d.join(MANIFEST_FILE), &m).unwrap();
 
@@ -628,6 +740,7 @@ mod tests {
 
         write_bin(&d.join("a.train.bin"), 2, &[1, 2, 256]);
         write_bin(&d.join("a.val.bin"), 2, &[1, 256]);
+        write_bin(&d.join("a.test.bin"), 2, &[]);
         let m = manifest(2, vec![entry("a", 4, 2)]);
         crate::mixture::write_json_atomic(&d.join(MANIFEST_FILE), &m).unwrap();
         let err = TokenCache::open(d).unwrap_err().to_string();

@@ -6,11 +6,13 @@
 //! - `tokenizer`: byte-level or HuggingFace `tokenizer.json`, plus a separator id;
 //! - `cache`: the on-disk layout, the manifest, and `TokenCache` for readers;
 //! - `prepare`: the driver behind `mixopt prepare` (and the demo);
+//! - `split`: one domain's documents → its train, validation and test bins;
 //! - `synthetic`: the built-in demo corpus.
 
 pub mod cache;
 pub mod prepare;
 pub mod source;
+pub mod split;
 pub mod synthetic;
 pub mod tokenizer;
 

@@ -10,16 +10,13 @@
 //! work (sources are re-hashed only when their size or mtime changed).
 
 use crate::corpus::cache::{
-    self, DomainEntry, Manifest, SourceFile, TokenWriter, TokenizerInfo, FORMAT_VERSION,
-    MANIFEST_FILE,
+    self, Manifest, Role, SourceFile, TokenizerInfo, FORMAT_VERSION, MANIFEST_FILE,
 };
 use crate::corpus::source::{self, DomainFiles};
+use crate::corpus::split::{build_domain, Built};
 use crate::corpus::tokenizer::TextTokenizer;
 use crate::error::{Error, IoContext, Result};
 use crate::mixture::{check_domain_name, write_json_atomic};
-use memmap2::Mmap;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,16 +25,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// 5% of documents held out: RegMix-style proxies only need a stable estimate
 /// of each domain's loss, not a large test set.
 pub const DEFAULT_VAL_FRACTION: f64 = 0.05;
+/// Half of the held-out documents of each domain form the test split: what a
+/// final comparison is judged on, apart from the validation split that proxies
+/// are scored on and choices are made on.
+pub const DEFAULT_TEST_FRACTION: f64 = 0.5;
 /// 256 Ki validation tokens per domain keeps one evaluation of a tiny proxy
 /// over ~10 domains to seconds on a CPU.
 pub const DEFAULT_MAX_VAL_TOKENS: u64 = 262_144;
 pub const DEFAULT_TEXT_FIELD: &str = "text";
 
-/// One domain to prepare: a name and a file, directory or glob.
+/// One domain to prepare: a name and a file, directory or glob, and whether
+/// it is trained on or only evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSource {
     pub name: String,
     pub path: PathBuf,
+    pub role: Role,
 }
 
 impl DomainSource {
@@ -53,6 +56,7 @@ impl DomainSource {
         Ok(DomainSource {
             name: name.to_string(),
             path: PathBuf::from(path),
+            role: Role::Train,
         })
     }
 }
@@ -70,6 +74,7 @@ pub fn domains_in_dir(dir: &Path) -> Result<Vec<DomainSource>> {
             domains.push(DomainSource {
                 name: name.to_string(),
                 path: path.clone(),
+                role: Role::Train,
             });
         }
     }
@@ -94,7 +99,10 @@ pub struct PrepareSpec {
     pub text_field: String,
     /// Share of documents held out when a domain has no split of its own; in (0, 1).
     pub val_fraction: f64,
+    /// Share of each domain's held-out documents that form the test split; in [0, 1).
+    pub test_fraction: f64,
     pub seed: u64,
+    /// Cap on each domain's validation tokens, and on its test tokens.
     pub max_val_tokens: u64,
     /// Rebuild even when the cache is up to date.
     pub force: bool,
@@ -105,12 +113,17 @@ impl PrepareSpec {
         PrepareSpec {
             domains: domains
                 .into_iter()
-                .map(|(name, path)| DomainSource { name, path })
+                .map(|(name, path)| DomainSource {
+                    name,
+                    path,
+                    role: Role::Train,
+                })
                 .collect(),
             cache_dir: cache_dir.into(),
             tokenizer: None,
             text_field: DEFAULT_TEXT_FIELD.to_string(),
             val_fraction: DEFAULT_VAL_FRACTION,
+            test_fraction: DEFAULT_TEST_FRACTION,
             seed: 0,
             max_val_tokens: DEFAULT_MAX_VAL_TOKENS,
             force: false,
@@ -139,6 +152,17 @@ impl PrepareSpec {
                 self.val_fraction
             )));
         }
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            return Err(Error::invalid(format!(
+                "--test-fraction {}: must lie in [0, 1)",
+                self.test_fraction
+            )));
+        }
+        if !self.domains.iter().any(|d| d.role == Role::Train) {
+            return Err(Error::invalid(
+                "no training domains: every domain is evaluation-only",
+            ));
+        }
         if self.max_val_tokens == 0 {
             return Err(Error::invalid("--max-val-tokens must be at least 1"));
         }
@@ -164,68 +188,40 @@ fn check_file_safe_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Per-domain counts, as in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainReport {
-    pub name: String,
-    pub train_docs: u64,
-    pub val_docs: u64,
-    pub train_tokens: u64,
-    pub val_tokens: u64,
-}
-
 #[derive(Debug, Clone)]
 pub struct PrepareReport {
     pub cache_dir: PathBuf,
     /// True when nothing needed tokenizing (the cache already matched).
     pub up_to_date: bool,
+    /// Per-domain counts are its `domains`.
     pub manifest: Manifest,
-    pub domains: Vec<DomainReport>,
 }
 
 impl PrepareReport {
     fn new(cache_dir: &Path, up_to_date: bool, manifest: Manifest) -> PrepareReport {
-        let domains = manifest
-            .domains
-            .iter()
-            .map(|d| DomainReport {
-                name: d.name.clone(),
-                train_docs: d.train_docs,
-                val_docs: d.val_docs,
-                train_tokens: d.train_tokens,
-                val_tokens: d.val_tokens,
-            })
-            .collect();
         PrepareReport {
             cache_dir: cache_dir.to_path_buf(),
             up_to_date,
             manifest,
-            domains,
         }
     }
 }
 
 /// A domain resolved to files, with their recorded sizes and hashes.
-struct Plan {
-    name: String,
-    files: DomainFiles,
-    sources: Vec<SourceFile>,
+pub(crate) struct Plan {
+    pub name: String,
+    pub role: Role,
+    pub files: DomainFiles,
+    pub sources: Vec<SourceFile>,
 }
 
 /// Everything a domain build reads but does not own.
-struct Context<'a> {
-    spec: &'a PrepareSpec,
-    tokenizer: &'a TextTokenizer,
-    width: usize,
-    abort: &'a AtomicBool,
-    bar: &'a indicatif::ProgressBar,
-}
-
-/// A domain tokenized into temporary bins, not yet in place.
-struct Built {
-    entry: DomainEntry,
-    train_tmp: PathBuf,
-    val_tmp: PathBuf,
+pub(crate) struct Context<'a> {
+    pub spec: &'a PrepareSpec,
+    pub tokenizer: &'a TextTokenizer,
+    pub width: usize,
+    pub abort: &'a AtomicBool,
+    pub bar: &'a indicatif::ProgressBar,
 }
 
 /// Tokenize the spec's domains into `spec.cache_dir`, or do nothing when the
@@ -263,11 +259,14 @@ pub fn prepare(spec: &PrepareSpec) -> Result<PrepareReport> {
         }
     }
     let mut plans = Vec::with_capacity(spec.domains.len());
-    for d in &spec.domains {
+    // Training domains first: the cache indexes them before evaluation-only ones.
+    let ordered = spec.domains.iter().filter(|d| d.role == Role::Train);
+    for d in ordered.chain(spec.domains.iter().filter(|d| d.role == Role::Eval)) {
         let files = source::resolve(&d.name, &d.path)?;
         let sources = describe_sources(&files, &known)?;
         plans.push(Plan {
             name: d.name.clone(),
+            role: d.role,
             files,
             sources,
         });
@@ -320,10 +319,7 @@ pub fn prepare(spec: &PrepareSpec) -> Result<PrepareReport> {
         }
     }
     if let Some(e) = first_error {
-        for b in &built {
-            let _ = std::fs::remove_file(&b.train_tmp);
-            let _ = std::fs::remove_file(&b.val_tmp);
-        }
+        built.iter().for_each(Built::remove_temporaries);
         return Err(e);
     }
 
@@ -334,6 +330,7 @@ pub fn prepare(spec: &PrepareSpec) -> Result<PrepareReport> {
         token_width_bytes: width,
         text_field: spec.text_field.clone(),
         val_fraction: spec.val_fraction,
+        test_fraction: spec.test_fraction,
         seed: spec.seed,
         max_val_tokens: spec.max_val_tokens,
         inputs_fingerprint,
@@ -355,23 +352,17 @@ fn install(dir: &Path, built: &[Built], manifest: &Manifest) -> Result<()> {
         Err(e) => return Err(Error::io(&manifest_path, e)),
     }
     for b in built {
-        let train = dir.join(&b.entry.train_file);
-        let val = dir.join(&b.entry.val_file);
-        std::fs::rename(&b.train_tmp, &train).at(&train)?;
-        std::fs::rename(&b.val_tmp, &val).at(&val)?;
+        for (tmp, name) in &b.files {
+            let path = dir.join(name);
+            std::fs::rename(tmp, &path).at(&path)?;
+        }
     }
     write_json_atomic(&manifest_path, manifest)?;
     if let Some(old) = old {
-        let keep: Vec<&str> = manifest
-            .domains
-            .iter()
-            .flat_map(|d| [d.train_file.as_str(), d.val_file.as_str()])
-            .collect();
-        for d in &old.domains {
-            for f in [&d.train_file, &d.val_file] {
-                if !keep.contains(&f.as_str()) {
-                    let _ = std::fs::remove_file(dir.join(f));
-                }
+        let keep: Vec<&str> = manifest.domains.iter().flat_map(|d| d.files()).collect();
+        for f in old.domains.iter().flat_map(|d| d.files()) {
+            if !keep.contains(&f) {
+                let _ = std::fs::remove_file(dir.join(f));
             }
         }
     }
@@ -516,7 +507,7 @@ fn inputs_fingerprint(spec: &PrepareSpec, tokenizer: &TokenizerInfo, plans: &[Pl
                 .iter()
                 .map(|s| serde_json::json!([s.role, s.size_bytes, s.sha256]))
                 .collect();
-            serde_json::json!({ "name": p.name, "sources": sources })
+            serde_json::json!({ "name": p.name, "role": p.role, "sources": sources })
         })
         .collect();
     let inputs = serde_json::json!({
@@ -524,6 +515,7 @@ fn inputs_fingerprint(spec: &PrepareSpec, tokenizer: &TokenizerInfo, plans: &[Pl
         "tokenizer": [tokenizer.kind, tokenizer.sha256, tokenizer.vocab_size],
         "text_field": spec.text_field,
         "val_fraction": spec.val_fraction,
+        "test_fraction": spec.test_fraction,
         "seed": spec.seed,
         "max_val_tokens": spec.max_val_tokens,
         "domains": domains,
@@ -535,11 +527,9 @@ fn inputs_fingerprint(spec: &PrepareSpec, tokenizer: &TokenizerInfo, plans: &[Pl
 fn bins_intact(dir: &Path, manifest: &Manifest) -> bool {
     let width = manifest.token_width_bytes as u64;
     manifest.domains.iter().all(|d| {
-        [(&d.train_file, d.train_tokens), (&d.val_file, d.val_tokens)]
-            .into_iter()
-            .all(|(f, n)| {
-                std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() == n.saturating_mul(width))
-            })
+        d.files().into_iter().zip(d.token_counts()).all(|(f, n)| {
+            std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() == n.saturating_mul(width))
+        })
     })
 }
 
@@ -576,269 +566,16 @@ fn refresh_source_times(
     Ok(PrepareReport::new(dir, true, manifest))
 }
 
-/// Tokenize one domain into temporary bins. `Ok(None)` when another domain
-/// failed first and this one stopped early.
-fn build_domain(plan: &Plan, ctx: &Context) -> Result<Option<Built>> {
-    let dir = &ctx.spec.cache_dir;
-    let train_file = format!("{}.train.bin", plan.name);
-    let val_file = format!("{}.val.bin", plan.name);
-    let train_tmp = dir.join(format!("{train_file}.tmp~"));
-    let val_tmp = dir.join(format!("{val_file}.tmp~"));
-    let result = match &plan.files {
-        DomainFiles::Pooled(files) => build_pooled(plan, files, &train_tmp, &val_tmp, ctx),
-        DomainFiles::Presplit { train, val } => {
-            build_presplit(plan, train, val, &train_tmp, &val_tmp, ctx)
-        }
-    };
-    let counts = match result {
-        Ok(Some(c)) => c,
-        other => {
-            let _ = std::fs::remove_file(&train_tmp);
-            let _ = std::fs::remove_file(&val_tmp);
-            return other.map(|_| None);
-        }
-    };
-    let split = match plan.files {
-        DomainFiles::Pooled(_) => "seeded",
-        DomainFiles::Presplit { .. } => "given",
-    };
-    Ok(Some(Built {
-        entry: DomainEntry {
-            name: plan.name.clone(),
-            split: split.to_string(),
-            sources: plan.sources.clone(),
-            train_file,
-            val_file,
-            train_docs: counts.train_docs,
-            val_docs: counts.val_docs,
-            train_tokens: counts.train_tokens,
-            val_tokens: counts.val_tokens,
-            val_tokens_uncapped: counts.val_tokens_uncapped,
-        },
-        train_tmp,
-        val_tmp,
-    }))
-}
-
-struct Counts {
-    train_docs: u64,
-    val_docs: u64,
-    train_tokens: u64,
-    val_tokens: u64,
-    val_tokens_uncapped: u64,
-}
-
-/// Tokens of every document in `files`, each followed by the separator, to
-/// `out`; returns (documents, tokens other than separators). `None` on abort.
-fn tokenize_files(
-    files: &[PathBuf],
-    out: &mut TokenWriter,
-    ctx: &Context,
-) -> Result<Option<(u64, u64)>> {
-    tokenize_files_with(files, out, ctx, &mut |_| {})
-}
-
-fn tokenize_files_with(
-    files: &[PathBuf],
-    out: &mut TokenWriter,
-    ctx: &Context,
-    on_doc_end: &mut dyn FnMut(u64),
-) -> Result<Option<(u64, u64)>> {
-    let sep = [ctx.tokenizer.separator_id()];
-    let (mut n_docs, mut n_content) = (0u64, 0u64);
-    for path in files {
-        if ctx.abort.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let on_read = |n: u64| ctx.bar.inc(n);
-        source::read_documents_counting(path, &ctx.spec.text_field, &on_read, &mut |text| {
-            let ids = ctx
-                .tokenizer
-                .encode(&text)
-                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-            n_content += ids.len() as u64;
-            out.write(&ids)?;
-            out.write(&sep)?;
-            n_docs += 1;
-            on_doc_end(out.offered());
-            Ok(())
-        })?;
-    }
-    Ok(Some((n_docs, n_content)))
-}
-
-fn list(files: &[PathBuf]) -> String {
-    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    names.join(", ")
-}
-
-/// A domain with its own split: train files → train bin, val files → val bin (capped).
-fn build_presplit(
-    plan: &Plan,
-    train: &[PathBuf],
-    val: &[PathBuf],
-    train_tmp: &Path,
-    val_tmp: &Path,
-    ctx: &Context,
-) -> Result<Option<Counts>> {
-    let name = &plan.name;
-    let mut train_out = TokenWriter::create(train_tmp, ctx.width, None)?;
-    let Some((train_docs, train_content)) = tokenize_files(train, &mut train_out, ctx)? else {
-        return Ok(None);
-    };
-    let train_tokens = train_out.finish()?;
-    if train_docs == 0 || train_content == 0 {
-        return Err(Error::invalid(format!(
-            "domain {name:?}: no training text in {}",
-            list(train)
-        )));
-    }
-    let mut val_out = TokenWriter::create(val_tmp, ctx.width, Some(ctx.spec.max_val_tokens))?;
-    let Some((val_docs, val_content)) = tokenize_files(val, &mut val_out, ctx)? else {
-        return Ok(None);
-    };
-    let val_tokens_uncapped = val_out.offered();
-    let val_tokens = val_out.finish()?;
-    if val_docs == 0 || val_content == 0 {
-        return Err(Error::invalid(format!(
-            "domain {name:?}: no validation text in {}",
-            list(val)
-        )));
-    }
-    Ok(Some(Counts {
-        train_docs,
-        val_docs,
-        train_tokens,
-        val_tokens,
-        val_tokens_uncapped,
-    }))
-}
-
-/// A pooled domain: tokenize everything into one temporary bin, draw the
-/// validation documents by seed, then copy whole documents into the two bins.
-fn build_pooled(
-    plan: &Plan,
-    files: &[PathBuf],
-    train_tmp: &Path,
-    val_tmp: &Path,
-    ctx: &Context,
-) -> Result<Option<Counts>> {
-    let name = &plan.name;
-    let all_tmp = ctx.spec.cache_dir.join(format!("{name}.all.tmp~"));
-    let result = (|| {
-        let mut all = TokenWriter::create(&all_tmp, ctx.width, None)?;
-        // Token offset where each document ends (its separator included).
-        let mut ends: Vec<u64> = Vec::new();
-        let tokenized = tokenize_files_with(files, &mut all, ctx, &mut |end| ends.push(end))?;
-        let Some((n_docs, n_content)) = tokenized else {
-            return Ok(None);
-        };
-        all.finish()?;
-        if n_docs < 2 {
-            return Err(Error::invalid(format!(
-                "domain {name:?}: {n_docs} document(s) in {}; need at least 2 to hold one out for validation",
-                list(files)
-            )));
-        }
-        if n_content == 0 {
-            return Err(Error::invalid(format!(
-                "domain {name:?}: zero tokens after tokenizing {}",
-                list(files)
-            )));
-        }
-        let val_order = choose_val_docs(
-            ends.len(),
-            ctx.spec.val_fraction,
-            domain_seed(ctx.spec.seed, name),
-        );
-        split_bin(&all_tmp, &ends, &val_order, train_tmp, val_tmp, ctx).map(Some)
-    })();
-    let _ = std::fs::remove_file(&all_tmp);
-    result
-}
-
-/// Copy documents from the pooled bin: those not in `val_order` to train in
-/// corpus order, those in it to val in `val_order`'s (random) order, capped, so
-/// the cap keeps a random subset of the held-out documents.
-fn split_bin(
-    all_path: &Path,
-    ends: &[u64],
-    val_order: &[usize],
-    train_tmp: &Path,
-    val_tmp: &Path,
-    ctx: &Context,
-) -> Result<Counts> {
-    let file = std::fs::File::open(all_path).at(all_path)?;
-    // SAFETY: a private temporary file this function's caller just wrote and
-    // nothing else writes.
-    let map = unsafe { Mmap::map(&file) }.at(all_path)?;
-    let width = ctx.width;
-    let doc_bytes = |i: usize| {
-        let start = if i == 0 { 0 } else { ends[i - 1] } as usize * width;
-        &map[start..ends[i] as usize * width]
-    };
-    let mut is_val = vec![false; ends.len()];
-    for &i in val_order {
-        is_val[i] = true;
-    }
-    let mut train = TokenWriter::create(train_tmp, width, None)?;
-    for (i, _) in is_val.iter().enumerate().filter(|(_, v)| !**v) {
-        train.write_encoded(doc_bytes(i))?;
-    }
-    let mut val = TokenWriter::create(val_tmp, width, Some(ctx.spec.max_val_tokens))?;
-    for &i in val_order {
-        val.write_encoded(doc_bytes(i))?;
-    }
-    let val_tokens_uncapped = val.offered();
-    Ok(Counts {
-        train_docs: (ends.len() - val_order.len()) as u64,
-        val_docs: val_order.len() as u64,
-        train_tokens: train.finish()?,
-        val_tokens: val.finish()?,
-        val_tokens_uncapped,
-    })
-}
-
-/// A per-domain seed, so adding or removing a domain leaves the others' splits alone.
-fn domain_seed(seed: u64, domain: &str) -> u64 {
-    let digest = Sha256::digest(format!("{seed}/{domain}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(bytes)
-}
-
-/// Indices of the held-out documents, in a seeded random order:
-/// round(n · fraction) of them, at least 1 and at most n − 1. Needs n ≥ 2.
-pub fn choose_val_docs(n_docs: usize, fraction: f64, seed: u64) -> Vec<usize> {
-    let k = ((n_docs as f64 * fraction).round() as usize).clamp(1, n_docs.saturating_sub(1).max(1));
-    let mut order: Vec<usize> = (0..n_docs).collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    order.shuffle(&mut rng);
-    order.truncate(k);
-    order
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::cache::TokenCache;
+    use crate::corpus::cache::{Split, TokenCache};
 
     fn jsonl(texts: &[&str]) -> String {
         texts
             .iter()
             .map(|t| serde_json::json!({ "text": t }).to_string() + "\n")
             .collect()
-    }
-
-    #[test]
-    fn seeded_split_is_deterministic_and_bounded() {
-        let a = choose_val_docs(100, 0.05, 7);
-        assert_eq!(a, choose_val_docs(100, 0.05, 7));
-        assert_ne!(a, choose_val_docs(100, 0.05, 8));
-        assert_eq!(a.len(), 5);
-        assert_eq!(choose_val_docs(2, 0.01, 0).len(), 1);
-        assert_eq!(choose_val_docs(3, 0.99, 0).len(), 2);
-        assert_ne!(domain_seed(0, "a"), domain_seed(0, "b"));
     }
 
     #[test]
@@ -851,7 +588,7 @@ mod tests {
         let code = dir.path().join("code");
         std::fs::create_dir(&code).unwrap();
         std::fs::write(code.join("train.jsonl"), jsonl(&["fn a()", "fn b()"])).unwrap();
-        std::fs::write(code.join("val.jsonl"), jsonl(&["fn c()"])).unwrap();
+        std::fs::write(code.join("val.jsonl"), jsonl(&["fn c()", "fn dd()"])).unwrap();
 
         let cache_dir = dir.path().join("cache");
         let mut spec = PrepareSpec::new(
@@ -861,22 +598,37 @@ mod tests {
         spec.val_fraction = 0.1;
         let report = prepare(&spec).unwrap();
         assert!(!report.up_to_date);
-        let web = &report.domains[0];
-        assert_eq!((web.train_docs, web.val_docs), (18, 2));
+        let web = &report.manifest.domains[0];
+        // 2 of 20 documents held out, dealt one to validation, one to test.
+        assert_eq!((web.train_docs, web.val_docs, web.test_docs), (18, 1, 1));
         let total: usize = docs.iter().map(|d| d.len() + 1).sum();
-        assert_eq!((web.train_tokens + web.val_tokens) as usize, total);
-        let code_r = &report.domains[1];
-        assert_eq!((code_r.train_docs, code_r.val_docs), (2, 1));
-        assert_eq!(code_r.val_tokens, 7);
+        assert_eq!(
+            (web.train_tokens + web.val_tokens + web.test_tokens) as usize,
+            total
+        );
+        let code_r = &report.manifest.domains[1];
+        assert_eq!(
+            (code_r.train_docs, code_r.val_docs, code_r.test_docs),
+            (2, 1, 1)
+        );
+        assert_eq!(code_r.val_tokens + code_r.test_tokens, 7 + 8);
 
         let cache = TokenCache::open(&cache_dir).unwrap();
         assert_eq!(cache.domains(), ["web", "code"]);
-        let val = cache.val(1);
-        let mut ids = vec![0u32; val.len()];
-        val.copy_to(0, &mut ids);
-        let mut expected: Vec<u32> = b"fn c()".iter().map(|&b| u32::from(b)).collect();
-        expected.push(256);
-        assert_eq!(ids, expected);
+        let held: Vec<Vec<u32>> = [Split::Val, Split::Test]
+            .iter()
+            .map(|&s| {
+                let v = cache.held_out(s, 1);
+                let mut ids = vec![0u32; v.len()];
+                v.copy_to(0, &mut ids);
+                ids
+            })
+            .collect();
+        let doc = |t: &str| -> Vec<u32> { t.bytes().map(u32::from).chain([256]).collect() };
+        assert!(
+            held == [doc("fn c()"), doc("fn dd()")] || held == [doc("fn dd()"), doc("fn c()")],
+            "{held:?}"
+        );
         // Every train document ends with the separator.
         let train = cache.train(0);
         assert_eq!(train.get(train.len() - 1), 256);
@@ -896,12 +648,20 @@ mod tests {
         spec.seed = 1;
         assert!(!prepare(&spec).unwrap().up_to_date);
 
-        // Validation tokens are capped.
+        // Held-out tokens are capped, each split on its own.
         spec.max_val_tokens = 5;
         let capped = prepare(&spec).unwrap();
-        assert_eq!(capped.domains[0].val_tokens, 5);
-        assert_eq!(capped.domains[1].val_tokens, 5);
+        for d in &capped.manifest.domains {
+            assert_eq!((d.val_tokens, d.test_tokens), (5, 5), "{}", d.name);
+        }
         assert!(capped.manifest.domains[0].val_tokens_uncapped > 5);
+
+        // Without a test split every held-out document validates.
+        spec.max_val_tokens = DEFAULT_MAX_VAL_TOKENS;
+        spec.test_fraction = 0.0;
+        let no_test = prepare(&spec).unwrap();
+        let web = &no_test.manifest.domains[0];
+        assert_eq!((web.val_docs, web.test_docs, web.test_tokens), (2, 0, 0));
     }
 
     #[test]
@@ -956,7 +716,7 @@ mod tests {
             ),
             (
                 "name",
-                PrepareSpec::new("c", vec![("a b".into(), "x".into())]),
+                PrepareSpec::new("c", vec![("a,b".into(), "x".into())]),
             ),
             (
                 "dots",
@@ -971,7 +731,8 @@ mod tests {
             DomainSource::parse("a=b=c").unwrap(),
             DomainSource {
                 name: "a".into(),
-                path: "b=c".into()
+                path: "b=c".into(),
+                role: Role::Train,
             }
         );
     }

@@ -16,6 +16,7 @@
 //! - a domain with several paths has its weight split equally among them
 //!   where the framework weights each path.
 
+pub mod docs;
 pub mod doremi;
 pub mod gpt_neox;
 pub mod hf;
@@ -57,7 +58,18 @@ pub struct Plan {
     pub paths: PathMap,
     /// Seed for formats whose sampler takes one (hf, litdata, torchtitan, nanotron).
     pub seed: u64,
+    /// Sequences per optimizer step of the real run (Levanter aligns schedule
+    /// phases to its mixture blocks with it).
+    pub batch_size: Option<u64>,
+    /// Levanter's `mixture_block_size` (sequences per deterministic block).
+    pub mixture_block_size: u64,
+    /// Mean tokens per document of each domain (plan order), for formats whose
+    /// sampler draws documents rather than tokens (`docs`); None = unknown.
+    pub doc_tokens: Option<Vec<f64>>,
 }
+
+/// Levanter's default `mixture_block_size`.
+pub const DEFAULT_MIXTURE_BLOCK_SIZE: u64 = 2048;
 
 /// One output text. `tag` (e.g. `per_split`, `phase2`) is inserted before the
 /// output file's extension; `ext` replaces that extension when set.
@@ -100,6 +112,16 @@ pub trait Exporter: Sync {
     /// Render the plan (one phase unless `schedules()`). The first artifact is
     /// the main one.
     fn render(&self, plan: &Plan) -> Result<Vec<Artifact>>;
+    /// Warnings for the user about this plan in this format (printed on
+    /// stderr by `export`), e.g. what could not be known.
+    fn notes(&self, _plan: &Plan) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The notes of `format` for `plan`.
+pub fn notes(format: &str, plan: &Plan) -> Result<Vec<String>> {
+    Ok(exporter(format)?.notes(plan))
 }
 
 /// The registry: one line per format.
@@ -200,8 +222,21 @@ pub struct WeightedPath {
     pub weight: String,
 }
 
+/// A data split of paths.toml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
 /// The phase's non-zero domains expanded to their train (or valid) paths.
 pub fn weighted_paths(plan: &Plan, phase: &Phase, valid: bool) -> Vec<WeightedPath> {
+    weighted_split(plan, phase, if valid { Split::Valid } else { Split::Train })
+}
+
+/// The phase's non-zero domains expanded to their paths of `split`.
+pub fn weighted_split(plan: &Plan, phase: &Phase, split: Split) -> Vec<WeightedPath> {
     let mut out = Vec::new();
     for ((d, v), text) in phase
         .weights
@@ -214,7 +249,11 @@ pub fn weighted_paths(plan: &Plan, phase: &Phase, valid: bool) -> Vec<WeightedPa
             continue;
         }
         let entry = plan.paths.get(d);
-        let list = if valid { &entry.valid } else { &entry.train };
+        let list = match split {
+            Split::Train => &entry.train,
+            Split::Valid => &entry.valid,
+            Split::Test => &entry.test,
+        };
         for p in list {
             let weight = if list.len() == 1 {
                 text.clone()
@@ -266,6 +305,9 @@ pub(crate) mod testing {
             }],
             paths: PathMap::names_only(m.domains()),
             seed: 0,
+            batch_size: None,
+            mixture_block_size: DEFAULT_MIXTURE_BLOCK_SIZE,
+            doc_tokens: None,
         }
     }
 }

@@ -8,8 +8,12 @@
 //! [books]                                            # with extras
 //! train = "s3://bucket/books/train"
 //! valid = "s3://bucket/books/val"                    # validation split (optional)
+//! test = "s3://bucket/books/test"                    # test split (optional; GPT-NeoX)
 //! max_repetition = 4.0                               # OLMo-core max_repetition_ratio
 //! ```
+//!
+//! Paths are taken as written (spaces included); a format that cannot carry
+//! one (Megatron's whitespace-split blend) refuses it itself, naming it.
 //!
 //! Every domain of the mixture must appear, and every key must be a domain:
 //! a typo is an error naming the file and line, never a silently dropped domain.
@@ -23,6 +27,7 @@ use std::path::Path;
 pub struct DomainPaths {
     pub train: Vec<String>,
     pub valid: Vec<String>,
+    pub test: Vec<String>,
     pub max_repetition: Option<f64>,
 }
 
@@ -46,6 +51,7 @@ impl PathMap {
                         DomainPaths {
                             train: vec![d.clone()],
                             valid: Vec::new(),
+                            test: Vec::new(),
                             max_repetition: None,
                         },
                     )
@@ -86,13 +92,14 @@ impl PathMap {
                 toml::Value::String(_) | toml::Value::Array(_) => DomainPaths {
                     train: path_list(value).map_err(at)?,
                     valid: Vec::new(),
+                    test: Vec::new(),
                     max_repetition: None,
                 },
                 toml::Value::Table(t) => {
                     for k in t.keys() {
-                        if !matches!(k.as_str(), "train" | "valid" | "max_repetition") {
+                        if !matches!(k.as_str(), "train" | "valid" | "test" | "max_repetition") {
                             return Err(at(format!(
-                                "unknown field {k:?} (fields: train, valid, max_repetition)"
+                                "unknown field {k:?} (fields: train, valid, test, max_repetition)"
                             )));
                         }
                     }
@@ -116,6 +123,10 @@ impl PathMap {
                         train: path_list(train).map_err(|e| at(format!("train: {e}")))?,
                         valid: match t.get("valid") {
                             Some(v) => path_list(v).map_err(|e| at(format!("valid: {e}")))?,
+                            None => Vec::new(),
+                        },
+                        test: match t.get("test") {
+                            Some(v) => path_list(v).map_err(|e| at(format!("test: {e}")))?,
                             None => Vec::new(),
                         },
                         max_repetition,
@@ -155,6 +166,11 @@ impl PathMap {
     pub fn has_valid(&self) -> bool {
         self.entries.values().any(|e| !e.valid.is_empty())
     }
+
+    /// Whether any domain names test data.
+    pub fn has_test(&self) -> bool {
+        self.entries.values().any(|e| !e.test.is_empty())
+    }
 }
 
 /// A string or a non-empty array of non-empty strings.
@@ -177,9 +193,8 @@ fn path_list(v: &toml::Value) -> std::result::Result<Vec<String>, String> {
     if list.iter().any(|p| p.trim().is_empty()) {
         return Err("empty path".into());
     }
-    if let Some(p) = list.iter().find(|p| p.chars().any(char::is_whitespace)) {
-        // Megatron's --data-path and data-args file split on whitespace.
-        return Err(format!("path {p:?} contains whitespace"));
+    if let Some(p) = list.iter().find(|p| p.chars().any(char::is_control)) {
+        return Err(format!("path {p:?} contains a control character"));
     }
     Ok(list)
 }

@@ -9,6 +9,9 @@
 //! `valid:` map lists the domains' `valid` paths from paths.toml, or the
 //! training keys when there are none. Every domain is kept. No schedule:
 //! one file per phase.
+//!
+//! Both maps are keyed by path, so a path two domains share appears once:
+//! its training weights are summed, its validation entry kept once.
 
 use super::tree::{to_yaml, Node};
 use super::{header_comment, single, Artifact, Plan};
@@ -25,8 +28,8 @@ impl super::Exporter for RegMix {
     }
     fn render(&self, plan: &Plan) -> Result<Vec<Artifact>> {
         let phase = single(plan);
-        let mut train = Vec::new();
-        let mut valid = Vec::new();
+        let mut train: Vec<(String, f64, String)> = Vec::new();
+        let mut valid: Vec<(String, Node)> = Vec::new();
         for ((d, v), t) in phase
             .weights
             .domains
@@ -37,12 +40,18 @@ impl super::Exporter for RegMix {
             let e = plan.paths.get(d);
             let n = e.train.len();
             for p in &e.train {
-                let w = if n == 1 {
-                    t.clone()
+                let (w, text) = if n == 1 {
+                    (*v, t.clone())
                 } else {
-                    super::rounding::plain(v / n as f64)
+                    (v / n as f64, super::rounding::plain(v / n as f64))
                 };
-                train.push((p.clone(), Node::num(w)));
+                match train.iter_mut().find(|(q, _, _)| q == p) {
+                    Some(entry) => {
+                        entry.1 += w;
+                        entry.2 = super::rounding::plain(entry.1);
+                    }
+                    None => train.push((p.clone(), w, text)),
+                }
             }
             let vlist = if plan.paths.has_valid() {
                 &e.valid
@@ -50,14 +59,43 @@ impl super::Exporter for RegMix {
                 &e.train
             };
             for p in vlist {
-                valid.push((p.clone(), Node::num("1.0")));
+                if !valid.iter().any(|(q, _)| q == p) {
+                    valid.push((p.clone(), Node::num("1.0")));
+                }
             }
         }
+        let train = train
+            .into_iter()
+            .map(|(p, _, t)| (p, Node::num(t)))
+            .collect();
         let doc = Node::map()
             .with("train", Node::Map(train))
             .with("valid", Node::Map(valid));
         let mut text = header_comment("#", "regmix", plan);
         text.push_str(&to_yaml(&doc));
         Ok(vec![Artifact::main(text)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{Exporter, PathMap};
+
+    #[test]
+    fn shared_paths_appear_once() {
+        let mut plan = crate::export::testing::plan("a=0.5,b=0.25,c=0.25");
+        plan.paths = PathMap::parse(
+            std::path::Path::new("p.toml"),
+            "[a]\ntrain = \"x\"\nvalid = \"v\"\n[b]\ntrain = \"x\"\nvalid = \"v\"\n[c]\ntrain = \"y\"\nvalid = \"w\"\n",
+            &plan.domains,
+        )
+        .unwrap();
+        let text = &RegMix.render(&plan).unwrap()[0].text;
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap();
+        assert_eq!(v["train"]["x"].as_f64(), Some(0.75), "{text}");
+        assert_eq!(v["train"].as_mapping().unwrap().len(), 2);
+        assert_eq!(v["valid"].as_mapping().unwrap().len(), 2);
+        assert_eq!(text.matches("\n  v: 1.0").count(), 1, "{text}");
     }
 }

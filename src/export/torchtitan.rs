@@ -1,16 +1,21 @@
-//! `--format torchtitan`: TorchTitan has no mixture setting of its own; a
-//! dataset is a `DatasetConfig(path, loader, sample_processor)` registered in
-//! `DATASETS` and selected by name in the job's TOML (`dataset = "NAME"`).
-//! The export is a Python module that registers `mixopt_mixture`, whose
-//! loader interleaves the domains with `datasets.interleave_datasets`
-//! (probabilities = the weights), plus the TOML lines in a comment.
+//! `--format torchtitan`: a Python module for TorchTitan ≥ 0.3.0. It
+//! registers one `DatasetConfig` per path in
+//! `torchtitan.hf_datasets.text_datasets.DATASETS` (names `mixopt_0`,
+//! `mixopt_1`, …: TorchTitan lower-cases dataset names) and builds
+//! `MIXOPT_DATALOADER`, an `InterleavedHuggingFaceTextDataLoader.Config`
+//! whose `sources` are `HFDataSource(dataset=..., weight=...)`, for a
+//! `config_registry` function's `dataloader=` (TorchTitan 0.3 configures
+//! jobs as Python functions run with `--module M --config F`; its TOML job
+//! files are gone, and 0.2 has no `torchtitan.hf_datasets`).
 //!
-//! Syntax checked against TorchTitan `docs/datasets.md` (register a loader
-//! and a sample processor, then set `dataset = "wikipedia"` in the
-//! training `.toml`) and `torchtitan/hf_datasets/text_datasets.py`
-//! (`DATASETS = {"c4": DatasetConfig(path=..., loader=...,
-//! sample_processor=...)}`; loaders take the dataset path). No schedule:
-//! one module per phase.
+//! Checked against torchtitan 0.3.0 `hf_datasets/text_datasets.py`
+//! (`DATASETS`, `HFDataSource(weight=...)`, `InterleavedHuggingFaceTextDataLoader.Config(sources, seed,
+//! stopping_strategy)`; each source is packed into seq_len token sequences
+//! before interleaving, "making interleaved weights a token mixture ratio")
+//! and `hf_datasets/__init__.py` (`DatasetConfig(path, loader,
+//! sample_processor)`), and loaded by `bench/frameworks_check.sh`. The
+//! weights are therefore token shares as they are. No schedule: one module
+//! per phase.
 
 use super::hf::py_list;
 use super::tree::quote;
@@ -24,33 +29,37 @@ impl super::Exporter for TorchTitan {
         "torchtitan"
     }
     fn summary(&self) -> &'static str {
-        "Python: a TorchTitan DatasetConfig interleaving the domains, + TOML lines"
+        "Python (TorchTitan ≥ 0.3): DatasetConfigs + an InterleavedHuggingFaceTextDataLoader.Config"
     }
     fn render(&self, plan: &Plan) -> Result<Vec<Artifact>> {
         let wp = weighted_paths(plan, single(plan), false);
         let paths: Vec<String> = wp.iter().map(|p| quote(&p.path)).collect();
-        let probs: Vec<String> = wp.iter().map(|p| p.weight.clone()).collect();
+        let weights: Vec<String> = wp.iter().map(|p| p.weight.clone()).collect();
+        let domains: Vec<String> = wp.iter().map(|p| quote(&p.domain)).collect();
         let mut s = header_comment("#", "torchtitan", plan);
         s.push_str(
-            "# In the job config (.toml):\n#   [training]\n#   dataset = \"mixopt_mixture\"\n",
+            "# For TorchTitan >= 0.3.0. In your config_registry function:\n\
+             #     from mixopt_mixture import MIXOPT_DATALOADER\n\
+             #     ... Trainer.Config(..., dataloader=MIXOPT_DATALOADER, ...)\n\
+             # then run with --module <model> --config <that function>. Each source is packed\n\
+             # into seq_len token sequences before interleaving, so the weights are token shares.\n",
         );
-        s.push_str("from datasets import interleave_datasets, load_dataset\n\n");
+        s.push_str("from datasets import load_dataset\n\n");
         s.push_str("from torchtitan.hf_datasets import DatasetConfig\n");
-        s.push_str("from torchtitan.hf_datasets.text_datasets import DATASETS\n\n");
+        s.push_str("from torchtitan.hf_datasets.text_datasets import (\n    DATASETS,\n    HFDataSource,\n    InterleavedHuggingFaceTextDataLoader,\n)\n\n");
         s.push_str(&format!("MIXOPT_PATHS = {}\n", py_list(&paths, "")));
-        s.push_str(&format!(
-            "MIXOPT_PROBABILITIES = {}\n\n\n",
-            py_list(&probs, "")
-        ));
-        s.push_str("def load_mixopt_mixture(dataset_path: str):\n");
-        s.push_str("    sources = [load_dataset(p, split=\"train\", streaming=True) for p in MIXOPT_PATHS]\n");
-        s.push_str("    return interleave_datasets(\n");
-        s.push_str("        sources,\n        probabilities=MIXOPT_PROBABILITIES,\n");
-        s.push_str(&format!("        seed={},\n", plan.seed));
-        s.push_str("        stopping_strategy=\"all_exhausted\",\n    )\n\n\n");
-        s.push_str("DATASETS[\"mixopt_mixture\"] = DatasetConfig(\n");
-        s.push_str("    path=\"mixopt\",\n    loader=load_mixopt_mixture,\n");
-        s.push_str("    sample_processor=lambda sample: sample[\"text\"],\n)\n");
+        s.push_str(&format!("MIXOPT_DOMAINS = {}\n", py_list(&domains, "")));
+        s.push_str(&format!("MIXOPT_WEIGHTS = {}\n\n\n", py_list(&weights, "")));
+        s.push_str("def _load(path):\n");
+        s.push_str("    return load_dataset(path, split=\"train\", streaming=True)\n\n\n");
+        s.push_str("for _i, _path in enumerate(MIXOPT_PATHS):\n");
+        s.push_str("    DATASETS[f\"mixopt_{_i}\"] = DatasetConfig(\n");
+        s.push_str("        path=_path,\n        loader=_load,\n");
+        s.push_str("        sample_processor=lambda sample: sample[\"text\"],\n    )\n\n");
+        s.push_str("MIXOPT_DATALOADER = InterleavedHuggingFaceTextDataLoader.Config(\n");
+        s.push_str("    sources=[\n        HFDataSource(dataset=f\"mixopt_{i}\", weight=w)\n        for i, w in enumerate(MIXOPT_WEIGHTS)\n    ],\n");
+        s.push_str(&format!("    seed={},\n", plan.seed));
+        s.push_str("    stopping_strategy=\"all_exhausted\",\n)\n");
         Ok(vec![Artifact::main(s)])
     }
 }

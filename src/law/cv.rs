@@ -83,29 +83,15 @@ pub fn id_order(ids: &[String]) -> Vec<usize> {
     by_id
 }
 
-/// The runs in fold order: their ids sorted (`store::natural_cmp`), then
-/// shuffled with `seed`. Fold f of k holds positions [f·n/k, (f+1)·n/k).
-/// Folds therefore depend on the run ids and the seed only, never on the
-/// order the rows came in (a sweep appends runs as workers finish). For rows
-/// already in id order this is the plain seeded shuffle of the row indices.
-pub fn fold_order(ids: &[String], seed: u64) -> Vec<usize> {
-    let by_id = id_order(ids);
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
-    order.into_iter().map(|p| by_id[p]).collect()
-}
-
-/// Out-of-fold predictions: each run predicted by the law fit (seed
-/// `seed + fold`) on the other folds, the training rows given in fold order.
-pub fn out_of_fold(
-    law: &dyn MixingLaw,
-    x: &[Vec<f64>],
-    y: &[f64],
-    ids: &[String],
-    k: usize,
-    seed: u64,
-) -> Result<Vec<f64>> {
-    let n = x.len();
+/// The held-out runs of each of `k` folds over the runs named `ids`: the ids
+/// sorted (`store::natural_cmp`), then shuffled with `seed`; fold f holds
+/// positions [f·n/k, (f+1)·n/k). Folds therefore depend on the run ids and
+/// the seed only, never on the order the rows came in (a sweep appends runs
+/// as workers finish); for rows already in id order this is the plain seeded
+/// shuffle of the row indices. Every law's cross-validation uses these, so
+/// laws are compared on the same folds.
+pub fn folds(ids: &[String], k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+    let n = ids.len();
     if k < 2 {
         return Err(Error::invalid(format!(
             "--folds {k}: need at least 2 folds"
@@ -116,6 +102,54 @@ pub fn out_of_fold(
             "{k}-fold cross validation needs at least {k} runs, have {n}"
         )));
     }
+    let by_id = id_order(ids);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let order: Vec<usize> = order.into_iter().map(|p| by_id[p]).collect();
+    Ok((0..k)
+        .map(|fold| order[fold * n / k..(fold + 1) * n / k].to_vec())
+        .collect())
+}
+
+/// The training runs of fold `f`: every other fold's, in fold order.
+pub fn rest(folds: &[Vec<usize>], f: usize) -> Vec<usize> {
+    folds
+        .iter()
+        .enumerate()
+        .filter(|(g, _)| *g != f)
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect()
+}
+
+/// The report for pooled out-of-fold predictions, scored in run-id order
+/// (float sums then do not depend on row order).
+pub fn cv_report(k: usize, pred: &[f64], y: &[f64], ids: &[String]) -> CvReport {
+    let by_id = id_order(ids);
+    let pred: Vec<f64> = by_id.iter().map(|&i| pred[i]).collect();
+    let y: Vec<f64> = by_id.iter().map(|&i| y[i]).collect();
+    let s = score_predictions(&pred, &y);
+    CvReport {
+        k,
+        n: s.n,
+        spearman: s.spearman,
+        pearson: s.pearson,
+        mse: s.mse,
+        mae: s.mae,
+    }
+}
+
+/// Out-of-fold predictions over [`folds`]: each run predicted by the law fit
+/// (seed `seed + fold`) on the other folds, the training rows given in fold
+/// order.
+pub fn out_of_fold(
+    law: &dyn MixingLaw,
+    x: &[Vec<f64>],
+    y: &[f64],
+    ids: &[String],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let n = x.len();
     if ids.len() != n || y.len() != n {
         return Err(Error::invalid(format!(
             "cross validation: {n} mixtures, {} targets, {} run ids",
@@ -123,19 +157,18 @@ pub fn out_of_fold(
             ids.len()
         )));
     }
-    let order = fold_order(ids, seed);
+    let folds = folds(ids, k, seed)?;
     // Folds are fit in parallel (each is independent and seeded by its
     // index, so the result does not depend on the number of threads).
     use rayon::prelude::*;
     let per_fold: Vec<Vec<(usize, f64)>> = (0..k)
         .into_par_iter()
         .map(|fold| {
-            let (lo, hi) = (fold * n / k, (fold + 1) * n / k);
-            let train: Vec<usize> = order[..lo].iter().chain(&order[hi..]).copied().collect();
+            let train = rest(&folds, fold);
             let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
             let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
             let fitted = law.fit(&tx, &ty, seed.wrapping_add(fold as u64))?;
-            Ok(order[lo..hi]
+            Ok(folds[fold]
                 .iter()
                 .map(|&i| (i, fitted.predict(&x[i])))
                 .collect())
@@ -148,8 +181,8 @@ pub fn out_of_fold(
     Ok(pred)
 }
 
-/// k-fold cross validation on the folds of [`fold_order`]; all out-of-fold
-/// predictions are scored together.
+/// k-fold cross validation on [`folds`]; all out-of-fold predictions are
+/// scored together.
 pub fn cross_validate(
     law: &dyn MixingLaw,
     x: &[Vec<f64>],
@@ -159,19 +192,7 @@ pub fn cross_validate(
     seed: u64,
 ) -> Result<CvReport> {
     let pred = out_of_fold(law, x, y, ids, k, seed)?;
-    // Scored in id order too: float sums then do not depend on row order.
-    let by_id = id_order(ids);
-    let pred: Vec<f64> = by_id.iter().map(|&i| pred[i]).collect();
-    let y: Vec<f64> = by_id.iter().map(|&i| y[i]).collect();
-    let s = score_predictions(&pred, &y);
-    Ok(CvReport {
-        k,
-        n: s.n,
-        spearman: s.spearman,
-        pearson: s.pearson,
-        mse: s.mse,
-        mae: s.mae,
-    })
+    Ok(cv_report(k, &pred, y, ids))
 }
 
 /// Pearson correlation; NaN if either side is constant or the lengths differ.
@@ -226,7 +247,7 @@ pub fn ranks(v: &[f64]) -> Vec<f64> {
 
 /// serde for f64 fields that may be NaN: JSON has no NaN, so write null and
 /// read null back as NaN.
-mod nan_as_null {
+pub(crate) mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -305,7 +326,8 @@ mod tests {
         // Rows already in id order keep the plain seeded shuffle.
         let mut plain: Vec<usize> = (0..12).collect();
         plain.shuffle(&mut StdRng::seed_from_u64(3));
-        assert_eq!(fold_order(&ids, 3), plain);
+        let want: Vec<Vec<usize>> = (0..4).map(|f| plain[f * 3..(f + 1) * 3].to_vec()).collect();
+        assert_eq!(folds(&ids, 4, 3).unwrap(), want);
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub mod gbdt;
 mod histogram;
 pub mod linear;
 pub mod loglinear;
+pub mod noise;
+pub mod objective;
+pub mod scaling;
+pub mod scaling_fit;
 pub mod target;
 pub mod trees;
 
@@ -91,6 +95,11 @@ const LAWS: &[Entry] = &[
         name: "ensemble",
         build: ensemble::build,
         load: ensemble::load,
+    },
+    Entry {
+        name: "scaling",
+        build: scaling_fit::build,
+        load: scaling::load,
     },
 ];
 
@@ -198,6 +207,26 @@ pub struct LawFile {
     pub seed: u64,
     pub source: Vec<SourceFile>,
     pub mixopt_version: String,
+    /// The sweep's noise floor (from its noise-floor runs), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<noise::NoiseFloor>,
+    /// Lowest and highest target among the runs fitted: predictions outside
+    /// are extrapolations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_range: Option<(f64, f64)>,
+    /// Scale-aware laws: the token budget predictions are for, the proxies'
+    /// own tokens, and how well the law extrapolates in tokens (fit on the
+    /// first half of every run's tokens, scored on the final checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_tokens: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_tokens: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extrapolation: Option<Score>,
+    /// Mixture reuse: the law is over the virtual domain + the changed ones;
+    /// `optimize` composes the leaf weights from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<crate::mixture::reuse::Reuse>,
 }
 
 pub const LAW_FORMAT: u32 = 1;
@@ -296,7 +325,8 @@ impl LoadedLaw {
     /// domains by name and the law's target is re-resolved on their metrics.
     pub fn score_runs(&self, data: &RunsData) -> Result<Score> {
         let data = data.align_domains(&self.file.domains)?;
-        let target = Target::parse(&self.file.target, &data.metric_names)
+        let target = data
+            .target(&self.file.target)
             .map_err(|e| Error::invalid(format!("{}: {e}", data.source)))?;
         let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
         Ok(score(self.fitted.as_ref(), &data.weights, &y))
@@ -366,8 +396,21 @@ pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<Lo
         seed: opts.seed,
         source: Vec::new(),
         mixopt_version: crate::VERSION.to_string(),
+        noise: None,
+        target_range: range(&y),
+        at_tokens: None,
+        proxy_tokens: None,
+        extrapolation: None,
+        reuse: None,
     };
     Ok(LoadedLaw { file, fitted })
+}
+
+/// Lowest and highest value (None when empty).
+pub(crate) fn range(y: &[f64]) -> Option<(f64, f64)> {
+    let lo = y.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo <= hi).then_some((lo, hi))
 }
 
 impl LawFile {

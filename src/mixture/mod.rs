@@ -2,6 +2,10 @@
 //! Every stage passes `Mixture`, never a bare `Vec<f64>`; construction is the
 //! one place weights are validated.
 
+mod gamma;
+pub mod hierarchy;
+pub mod library;
+pub mod reuse;
 pub mod sampler;
 
 use crate::error::{Error, Result};
@@ -37,18 +41,35 @@ pub struct WeightsFile {
     pub provenance: serde_json::Value,
 }
 
-/// Domain names travel into CSV headers and framework configs: keep them plain.
+/// Characters a domain name may not hold, besides control characters: `,`
+/// and `=` separate entries of a mixture spec (`a=0.5,b=0.5`) and of flags
+/// such as `--min NAME=W`, and `"` would need escaping in the runs table's
+/// and the trajectory's CSV headers. Every other printable character (`:` of
+/// a hierarchy `source:topic`, spaces, `+`, …) is carried by every export
+/// format, each quoting or escaping it its own way; a name one format cannot
+/// carry is refused by that format alone.
+pub const FORBIDDEN_NAME_CHARS: [char; 3] = [',', '=', '"'];
+
+/// Domain names travel into CSV headers, flags and framework configs: any
+/// printable text without leading or trailing whitespace (CSV readers trim
+/// it) and without `FORBIDDEN_NAME_CHARS`.
 pub fn check_domain_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
-    if ok {
-        Ok(())
+    let problem = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.trim() != name {
+        Some("starts or ends with whitespace".to_string())
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        Some(format!("holds the control character {c:?}"))
     } else {
-        Err(Error::invalid(format!(
-            "domain name {name:?}: use letters, digits, '_', '-', '.', '/' only"
-        )))
+        name.chars()
+            .find(|c| FORBIDDEN_NAME_CHARS.contains(c))
+            .map(|c| {
+                format!("holds {c:?} (',', '=' and '\"' separate mixture specs and CSV fields)")
+            })
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(Error::invalid(format!("domain name {name:?} {p}"))),
     }
 }
 
@@ -119,7 +140,7 @@ impl Mixture {
         let mut domains = Vec::new();
         let mut weights = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, w) = part.split_once('=').ok_or_else(|| {
+            let (name, w) = part.rsplit_once('=').ok_or_else(|| {
                 Error::invalid(format!(
                     "mixture {spec:?}: expected NAME=WEIGHT, got {part:?}"
                 ))
@@ -150,14 +171,34 @@ impl Mixture {
         Self::new_in(names, weights, &path.display().to_string())
     }
 
-    /// A path to a weights.json if such a file exists, else a `"a=0.5,b=0.5"` spec.
+    /// A path to a weights.json if such a file exists, else the name of a
+    /// published mixture (`mixtures/`, see `library`), else a
+    /// `"a=0.5,b=0.5"` spec.
     pub fn parse_or_load(arg: &str) -> Result<Self> {
         let path = Path::new(arg);
         if path.is_file() || arg.ends_with(".json") {
             Self::load(path)
+        } else if let Some(m) = library::get(arg) {
+            Ok(m)
         } else {
-            Self::parse_spec(arg)
+            Self::parse_spec(arg).map_err(|e| {
+                if arg.contains('=') {
+                    e
+                } else {
+                    Error::invalid(format!(
+                        "mixture {arg:?}: not a file, a published mixture ({}) or a NAME=WEIGHT list",
+                        library::names().join(", ")
+                    ))
+                }
+            })
         }
+    }
+
+    /// `parse_or_load`, then mapped onto `domains` (in that order): by name,
+    /// through the published mixtures' alias table, or a user's table given
+    /// as `ARG@aliases.toml` (see `library::resolve_for`).
+    pub fn resolve_for(arg: &str, domains: &[String]) -> Result<Self> {
+        library::resolve_for(arg, domains)
     }
 
     /// The same mixture over `domains` (in that order). Domains missing here get
@@ -259,6 +300,18 @@ mod tests {
         assert!(Mixture::parse_spec("a=x").is_err());
         assert!(Mixture::parse_spec("a=NaN,b=1").is_err());
         assert!(Mixture::parse_spec("a=0.5,a=0.5").is_err());
+    }
+
+    #[test]
+    fn domain_names_may_hold_hierarchies_and_spaces() {
+        for ok in ["dclm:adult_content", "stack-edu:C++", "a b", "x/y.z", "ünï"] {
+            assert!(check_domain_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", " a", "a ", "a,b", "a=b", "a\"b", "a\tb", "a\nb"] {
+            assert!(check_domain_name(bad).is_err(), "{bad:?}");
+        }
+        let m = Mixture::parse_spec("dclm:web text=0.5, stack-edu:C++=0.5").unwrap();
+        assert_eq!(m.domains(), ["dclm:web text", "stack-edu:C++"]);
     }
 
     #[test]

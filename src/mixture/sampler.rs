@@ -3,12 +3,21 @@
 //! rejection of mixtures that would repeat a domain more than `r_max` epochs,
 //! tiny weights zeroed, near-duplicates dropped. Used by `sweep` (the proxy
 //! mixtures) and by the simulation proposer (the candidates it scores).
+//!
+//! With `levels` set (hierarchical names `source:topic[:quality]`), the
+//! Dirichlet draw is made level by level instead (Olmix's swarms): a draw
+//! over the sources around their summed prior shares, then within each
+//! source over its topics around their shares in it, each level with its own
+//! temperature and strengths; a leaf's weight is the product down its path.
+//! The cap, zeroing and dedup then apply to the leaves as before.
 
+use super::gamma::{fast_dirichlet, FastGamma};
+use super::hierarchy::{Levels, SEP};
 use super::Mixture;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Exp1, Gamma, Open01, StandardNormal};
+use rand_distr::{Distribution, Gamma};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// RegMix defaults (DESIGN.md, "Candidate mixtures").
@@ -25,6 +34,8 @@ pub struct SamplerConfig {
     pub min_weight: f64,
     /// Candidates within this L1 distance of an earlier one are dropped (0 = keep all).
     pub dedup_l1: f64,
+    /// Per-level Dirichlet draws over `source:topic` names (None = one flat draw).
+    pub levels: Option<Levels>,
 }
 
 impl Default for SamplerConfig {
@@ -36,6 +47,7 @@ impl Default for SamplerConfig {
             n_concentrations: 15,
             min_weight: 2e-4,
             dedup_l1: 1e-5,
+            levels: None,
         }
     }
 }
@@ -57,8 +69,114 @@ pub struct PriorSampler {
     fast_rng: Xoshiro256PlusPlus,
     /// r_max · p_i capped at 1: the most a candidate may give domain i.
     caps: Vec<f64>,
+    /// The per-level tree when `cfg.levels` is set.
+    tree: Option<Node>,
     cfg: SamplerConfig,
     rng: StdRng,
+}
+
+/// One node of the per-level tree: its children (leaves or sub-trees),
+/// their tempered shares and this level's strengths.
+#[derive(Debug, Clone)]
+struct Node {
+    children: Vec<Child>,
+    tempered: Vec<f64>,
+    concentrations: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+enum Child {
+    Leaf(usize),
+    Node(Node),
+}
+
+/// `n` values log-spaced over [lo, hi].
+fn log_spaced(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let n = n.max(1);
+    (0..n)
+        .map(|k| {
+            let f = if n == 1 {
+                0.0
+            } else {
+                k as f64 / (n - 1) as f64
+            };
+            (lo.ln() + f * (hi.ln() - lo.ln())).exp()
+        })
+        .collect()
+}
+
+/// p^τ normalized (zeros stay zero; all-zero stays all-zero).
+fn temper(p: &[f64], tau: f64) -> Vec<f64> {
+    let t: Vec<f64> = p
+        .iter()
+        .map(|p| if *p > 0.0 { p.powf(tau) } else { 0.0 })
+        .collect();
+    let z: f64 = t.iter().sum();
+    if z > 0.0 {
+        t.iter().map(|v| v / z).collect()
+    } else {
+        t
+    }
+}
+
+/// The subtree over `members` (indices into `names`) at `depth`.
+fn build(
+    names: &[Vec<&str>],
+    prior: &[f64],
+    members: &[usize],
+    depth: usize,
+    levels: &Levels,
+) -> Result<Node> {
+    // Children in order of first appearance: a leaf ends at this depth.
+    let mut keys: Vec<(String, bool)> = Vec::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &i in members {
+        let leaf = names[i].len() == depth + 1;
+        let key = (names[i][depth].to_string(), leaf);
+        match keys.iter().position(|k| *k == key) {
+            Some(j) => groups[j].push(i),
+            None => {
+                keys.push(key);
+                groups.push(vec![i]);
+            }
+        }
+    }
+    let level = levels.at(depth);
+    let mut shares: Vec<f64> = groups
+        .iter()
+        .map(|g| g.iter().map(|&i| prior[i]).sum())
+        .collect();
+    if depth == 0 && !level.prior.is_empty() {
+        for k in level.prior.keys() {
+            if !keys.iter().any(|(n, _)| n == k) {
+                return Err(Error::invalid(format!(
+                    "levels: prior names {k:?}, which is not a source (sources: {})",
+                    keys.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        shares = keys
+            .iter()
+            .map(|(n, _)| level.prior.get(n).copied().unwrap_or(0.0))
+            .collect();
+    }
+    let mut children = Vec::with_capacity(groups.len());
+    for ((_, leaf), g) in keys.iter().zip(&groups) {
+        children.push(if *leaf && g.len() == 1 {
+            Child::Leaf(g[0])
+        } else {
+            Child::Node(build(names, prior, g, depth + 1, levels)?)
+        });
+    }
+    let (lo, hi) = level.concentration;
+    Ok(Node {
+        children,
+        tempered: temper(&shares, level.temperature),
+        concentrations: log_spaced(lo, hi, level.n_concentrations),
+    })
 }
 
 impl PriorSampler {
@@ -69,37 +187,28 @@ impl PriorSampler {
         if cfg.max_repetition <= 0.0 {
             return Err(Error::invalid("sampler max_repetition must be > 0"));
         }
-        let tempered_raw: Vec<f64> = prior
-            .weights()
-            .iter()
-            .map(|p| {
-                if *p > 0.0 {
-                    p.powf(cfg.temperature)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let z: f64 = tempered_raw.iter().sum();
-        let tempered: Vec<f64> = tempered_raw.iter().map(|t| t / z).collect();
+        let tempered = temper(prior.weights(), cfg.temperature);
         let (lo, hi) = cfg.concentration_range;
-        let n = cfg.n_concentrations.max(1);
-        let concentrations: Vec<f64> = (0..n)
-            .map(|k| {
-                let f = if n == 1 {
-                    0.0
-                } else {
-                    k as f64 / (n - 1) as f64
-                };
-                (lo.ln() + f * (hi.ln() - lo.ln())).exp()
-            })
-            .collect();
+        let concentrations = log_spaced(lo, hi, cfg.n_concentrations);
+        let tree = match &cfg.levels {
+            None => None,
+            Some(levels) => {
+                levels.check()?;
+                let names: Vec<Vec<&str>> = prior
+                    .domains()
+                    .iter()
+                    .map(|d| d.split(SEP).collect())
+                    .collect();
+                let all: Vec<usize> = (0..prior.len()).collect();
+                Some(build(&names, prior.weights(), &all, 0, levels)?)
+            }
+        };
         let gammas = concentrations
             .iter()
-            .map(|s: &f64| {
+            .map(|s| {
                 tempered
                     .iter()
-                    .map(|t: &f64| (*t > 0.0).then(|| Gamma::new(s * t, 1.0).ok()).flatten())
+                    .map(|t| (*t > 0.0).then(|| Gamma::new(s * t, 1.0).ok()).flatten())
                     .collect()
             })
             .collect();
@@ -121,14 +230,27 @@ impl PriorSampler {
             exponents: vec![0.0; prior.len()],
             fast_rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             caps,
+            tree,
             cfg,
             rng: StdRng::seed_from_u64(seed),
         })
     }
 
     /// One accepted candidate's raw weights (zeroed and renormalized), or
-    /// None if rejected. `fast` picks the gamma sampler (see `FastGamma`).
+    /// None if rejected. `fast` picks the gamma sampler of flat draws (see
+    /// `FastGamma`); per-level draws always use rand_distr's.
     fn try_one(&mut self, fast: bool) -> Option<Vec<f64>> {
+        if let Some(tree) = self.tree.take() {
+            let mut x = vec![0.0; self.prior.len()];
+            draw_tree(&tree, 1.0, &mut x, &mut self.rng);
+            self.tree = Some(tree);
+            let sum: f64 = x.iter().sum();
+            if !(sum > 0.0 && sum.is_finite()) {
+                return None;
+            }
+            x.iter_mut().for_each(|v| *v /= sum);
+            return self.finish(x);
+        }
         // Gamma(α, 1) draws normalized = Dirichlet(α).
         if fast {
             let k = self.fast_rng.random_range(0..self.concentrations.len());
@@ -160,7 +282,16 @@ impl PriorSampler {
         if over {
             return None;
         }
-        let mut x: Vec<f64> = x.iter().map(|v| v / sum).collect();
+        let x: Vec<f64> = x.iter().map(|v| v / sum).collect();
+        self.finish(x)
+    }
+
+    /// Cap, zero tiny weights and renormalize a normalized draw.
+    fn finish(&self, mut x: Vec<f64>) -> Option<Vec<f64>> {
+        let over_cap = x.iter().zip(&self.caps).any(|(xi, cap)| xi > cap);
+        if over_cap {
+            return None;
+        }
         x.iter_mut()
             .filter(|v| **v < self.cfg.min_weight)
             .for_each(|v| *v = 0.0);
@@ -190,8 +321,8 @@ impl PriorSampler {
 
     /// Candidates as raw weight rows (no dedup check, no `Mixture` per row):
     /// the simulation proposer scores up to millions of these. Same
-    /// distribution as `sample`, drawn with the faster `FastGamma` (so not
-    /// the same rows as `sample` for a seed).
+    /// distribution as `sample`, flat draws made with the faster `FastGamma`
+    /// (so not the same rows as `sample` for a seed).
     pub fn sample_rows(&mut self, n: usize) -> Result<Vec<Vec<f64>>> {
         self.draw(n, true, |_, _| false)
     }
@@ -227,122 +358,29 @@ impl PriorSampler {
     }
 }
 
-/// Gamma(α, 1) by Marsaglia and Tsang's method with its constants computed
-/// once, and for α < 1 the boost G(α) = G(α + 1) · U^(1/α) computed as
-/// exp(−E/α) with E ~ Exp(1) (= −ln U in distribution), skipping the
-/// G(α + 1) draw when the factor underflows.
-/// (rand_distr's `Gamma` draws the same distribution; here `powf` was 47% of
-/// the simulation proposer's time with 64 domains, where most shapes are
-/// tiny.) The sweep keeps rand_distr's exact draws, so its mixtures do not
-/// change.
-#[derive(Debug, Clone, Copy)]
-struct FastGamma {
-    /// Marsaglia–Tsang for shape a ≥ 1: d = a − 1/3, c = 1/√(9d).
-    d: f64,
-    c: f64,
-    /// 1/α for α < 1, else 0.
-    inv_shape: f64,
-}
-
-impl FastGamma {
-    fn new(shape: f64) -> Option<FastGamma> {
-        if !(shape > 0.0 && shape.is_finite()) {
-            return None;
-        }
-        let (a, inv_shape) = if shape < 1.0 {
-            (shape + 1.0, 1.0 / shape)
-        } else {
-            (shape, 0.0)
-        };
-        let d = a - 1.0 / 3.0;
-        Some(FastGamma {
-            d,
-            c: 1.0 / (9.0 * d).sqrt(),
-            inv_shape,
-        })
-    }
-
-    fn large<R: Rng>(&self, rng: &mut R) -> f64 {
-        loop {
-            let x: f64 = rng.sample(StandardNormal);
-            let v_cbrt = 1.0 + self.c * x;
-            if v_cbrt <= 0.0 {
-                continue;
-            }
-            let v = v_cbrt * v_cbrt * v_cbrt;
-            let u: f64 = rng.sample(Open01);
-            let x2 = x * x;
-            if u < 1.0 - 0.0331 * x2 * x2 || u.ln() < 0.5 * x2 + self.d * (1.0 - v + v.ln()) {
-                return self.d * v;
-            }
-        }
-    }
-
-    /// The exponent t of the boost factor e^t (α < 1 only): ln U = −E for
-    /// E ~ Exp(1), a ziggurat draw with no logarithm.
-    fn exponent<R: Rng>(&self, rng: &mut R) -> f64 {
-        let e: f64 = rng.sample(Exp1);
-        -e * self.inv_shape
-    }
-}
-
-/// G(α+1) for α+1 ≤ 2 exceeds this with probability below 1e-24.
-const LN_GAMMA_BOUND: f64 = 4.1; // ln 60
-/// Components below 2^-60 of the total do not change the normalized weights
-/// at f64 precision (and fall far under `min_weight`).
-const LN_NEGLIGIBLE: f64 = -41.6; // ln 2^-60
-
-/// Unnormalized Dirichlet draws `x` (one per domain) from `gammas`. For the
-/// tiny shapes of many-domain priors the boost exponents are drawn first;
-/// the component with the largest one is completed and bounds the total from
-/// below, and components that cannot reach 2^-60 of it are set to 0 without
-/// drawing their G(α + 1) or taking an exponential (most of them, at small
-/// concentrations). Exact up to those negligible components.
-fn fast_dirichlet<R: Rng>(gammas: &[Option<FastGamma>], rng: &mut R, x: &mut [f64], t: &mut [f64]) {
-    let mut lead: Option<usize> = None;
-    for (i, g) in gammas.iter().enumerate() {
-        match g {
-            None => {
-                x[i] = 0.0;
-                t[i] = f64::NEG_INFINITY;
-            }
-            Some(g) if g.inv_shape == 0.0 => {
-                x[i] = g.large(rng);
-                t[i] = f64::NEG_INFINITY;
-            }
-            Some(g) => {
-                t[i] = g.exponent(rng);
-                x[i] = f64::NAN; // pending
-                if lead.is_none_or(|j| t[i] > t[j]) {
-                    lead = Some(i);
-                }
-            }
-        }
-    }
-    let Some(lead) = lead else { return };
-    let complete = |i: usize, rng: &mut R| {
-        gammas[i]
-            .as_ref()
-            .map_or(0.0, |g| g.large(rng) * t[i].exp())
-    };
-    x[lead] = complete(lead, rng);
-    let floor = x
+/// Fill `out` with the leaves' shares of `mass` under `node`: a Dirichlet
+/// draw over its children, recursively.
+fn draw_tree(node: &Node, mass: f64, out: &mut [f64], rng: &mut StdRng) {
+    let s = node.concentrations[rng.random_range(0..node.concentrations.len())];
+    let mut x: Vec<f64> = node
+        .tempered
         .iter()
-        .filter(|v| !v.is_nan())
-        .fold(0.0f64, |m, &v| m.max(v));
-    let cut = if floor > 0.0 {
-        floor.ln() + LN_NEGLIGIBLE - LN_GAMMA_BOUND
-    } else {
-        f64::NEG_INFINITY
-    };
-    for i in 0..x.len() {
-        if x[i].is_nan() {
-            // e^t below 2^-1074 is 0 whatever G(α + 1) is.
-            x[i] = if t[i] < cut || t[i] < -750.0 {
-                0.0
-            } else {
-                complete(i, rng)
-            };
+        .map(|t| {
+            if *t <= 0.0 {
+                return 0.0;
+            }
+            Gamma::new(s * t, 1.0).map(|g| g.sample(rng)).unwrap_or(0.0)
+        })
+        .collect();
+    let sum: f64 = x.iter().sum();
+    if !(sum > 0.0 && sum.is_finite()) {
+        return;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
+    for (child, share) in node.children.iter().zip(x) {
+        match child {
+            Child::Leaf(i) => out[*i] = mass * share,
+            Child::Node(n) => draw_tree(n, mass * share, out, rng),
         }
     }
 }
@@ -371,34 +409,6 @@ mod tests {
             .sample(5)
             .unwrap();
         assert_ne!(b, c);
-    }
-
-    #[test]
-    fn fast_gamma_matches_the_gamma_distribution() {
-        // Mean α and variance α of Gamma(α, 1), for tiny, small and large shapes.
-        let mut rng = StdRng::seed_from_u64(5);
-        for alpha in [0.02, 0.3, 1.0, 2.5, 9.0] {
-            let g = [FastGamma::new(alpha)];
-            let n = 200_000;
-            let (mut x, mut t) = ([0.0], [0.0]);
-            let xs: Vec<f64> = (0..n)
-                .map(|_| {
-                    fast_dirichlet(&g, &mut rng, &mut x, &mut t);
-                    x[0]
-                })
-                .collect();
-            let mean = xs.iter().sum::<f64>() / n as f64;
-            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-            // Standard error of the mean is sqrt(α/n); of the variance ~ sqrt(6α²/n) for small α.
-            assert!(
-                (mean - alpha).abs() < 6.0 * (alpha / n as f64).sqrt(),
-                "α {alpha}: mean {mean}"
-            );
-            assert!(
-                (var - alpha).abs() < 0.05 * alpha + 0.01,
-                "α {alpha}: var {var}"
-            );
-        }
     }
 
     #[test]
@@ -482,6 +492,68 @@ mod tests {
                 "domain {i}: zero share {za} vs {zb}"
             );
         }
+    }
+
+    #[test]
+    fn per_level_draws_follow_each_level() {
+        use crate::mixture::hierarchy::{rollup, Level, Levels};
+        let prior = Mixture::parse_spec("a:x=0.3,a:y=0.3,b:x=0.2,b:y=0.1,c=0.1").unwrap();
+        // Sources pinned near a manual prior (high strength); topics free.
+        let mut top = Level {
+            concentration: (1000.0, 1000.0),
+            n_concentrations: 1,
+            ..Level::default()
+        };
+        top.prior = [("a".into(), 0.5), ("b".into(), 0.3), ("c".into(), 0.2)].into();
+        let levels = Levels {
+            levels: vec![
+                top,
+                Level {
+                    concentration: (0.5, 0.5),
+                    n_concentrations: 1,
+                    temperature: 1.0,
+                    ..Level::default()
+                },
+            ],
+        };
+        let cfg = SamplerConfig {
+            levels: Some(levels),
+            temperature: 1.0,
+            max_repetition: 100.0,
+            ..SamplerConfig::default()
+        };
+        let xs = PriorSampler::new(&prior, cfg.clone(), 3)
+            .unwrap()
+            .sample(200)
+            .unwrap();
+        let mut spread = 0.0;
+        for x in &xs {
+            let s = rollup(x, 1).unwrap();
+            // τ = 0.5 on the manual prior: p' ∝ (0.5, 0.3, 0.2)^0.5.
+            let z = 0.5f64.sqrt() + 0.3f64.sqrt() + 0.2f64.sqrt();
+            assert!(
+                (s.get("a").unwrap() - 0.5f64.sqrt() / z).abs() < 0.08,
+                "{s:?}"
+            );
+            spread += (x.get("a:x").unwrap() / s.get("a").unwrap() - 0.5).abs();
+        }
+        // Within a source, a weak Dirichlet spreads the topics widely.
+        assert!(spread / xs.len() as f64 > 0.15);
+        // Same seed, same draws.
+        let again = PriorSampler::new(&prior, cfg, 3)
+            .unwrap()
+            .sample(5)
+            .unwrap();
+        assert_eq!(&xs[..5], &again[..]);
+        let l = Level {
+            prior: [("zz".into(), 1.0)].into(),
+            ..Level::default()
+        };
+        let bad = SamplerConfig {
+            levels: Some(Levels { levels: vec![l] }),
+            ..SamplerConfig::default()
+        };
+        assert!(PriorSampler::new(&prior, bad, 0).is_err());
     }
 
     #[test]

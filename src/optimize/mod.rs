@@ -8,6 +8,7 @@
 
 pub mod constraints;
 pub mod exact;
+pub mod search;
 pub mod simulate;
 
 pub use constraints::{Bounds, ConstraintSpec, Objective};

@@ -50,6 +50,10 @@ pub struct ProxyConfig {
     // Evaluation.
     /// Validation windows of `seq_len` tokens per domain (evenly spaced, the same for every run).
     pub eval_windows: usize,
+    /// Evaluations per run, evenly spaced in steps, the last at the end (1 =
+    /// the end only). The earlier ones give a scale-aware law its token axis.
+    #[serde(default = "default_checkpoints")]
+    pub checkpoints: usize,
 }
 
 // RegMix / Llama defaults (DESIGN.md, "Proxies").
@@ -76,6 +80,9 @@ fn default_beta2() -> f64 {
 }
 fn default_grad_clip() -> f64 {
     1.0
+}
+fn default_checkpoints() -> usize {
+    1
 }
 
 impl ProxyConfig {
@@ -120,6 +127,7 @@ impl ProxyConfig {
             ("batch_size", self.batch_size),
             ("n_steps", self.n_steps),
             ("eval_windows", self.eval_windows),
+            ("checkpoints", self.checkpoints),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -163,6 +171,12 @@ impl ProxyConfig {
                 "fields weight_decay and grad_clip must be >= 0 (grad_clip 0 = off)",
             ));
         }
+        if self.checkpoints > self.n_steps {
+            return Err(Error::invalid(format!(
+                "field checkpoints ({}) exceeds n_steps ({})",
+                self.checkpoints, self.n_steps
+            )));
+        }
         if self.warmup_steps > self.n_steps {
             return Err(Error::invalid(format!(
                 "field warmup_steps ({}) exceeds n_steps ({})",
@@ -189,6 +203,13 @@ impl ProxyConfig {
                         * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
+    }
+
+    /// Steps after which a run evaluates (1-based counts of steps taken):
+    /// `checkpoints` evenly spaced values, the last being `n_steps`.
+    pub fn checkpoint_steps(&self) -> Vec<usize> {
+        let k = self.checkpoints.max(1);
+        (1..=k).map(|i| i * self.n_steps / k).collect()
     }
 
     /// Tokens seen in training.

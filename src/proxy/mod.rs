@@ -12,8 +12,11 @@ pub mod linear;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod pool;
+pub mod sweep;
 pub mod train;
+pub mod validate;
 
 pub use config::ProxyConfig;
 pub use device::parse_device;
-pub use train::{train_proxy, TrainOptions, TrainReport};
+pub use train::{train_proxy, Checkpoint, TrainOptions, TrainReport};

@@ -12,7 +12,7 @@
 use super::config::ProxyConfig;
 use super::model::{Params, ProxyModel};
 use super::optim::{AdamWConfig, FusedAdamW};
-use crate::corpus::cache::{TokenCache, TokenView};
+use crate::corpus::cache::{Split, TokenCache, TokenView};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
 use candle_core::backprop::GradStore;
@@ -40,6 +40,9 @@ pub struct TrainOptions {
     /// (data parallel; gradients summed before the step). Set candle's own
     /// matmul threads to 1 when using more than one (`cmd::train::set_threads`).
     pub threads: usize,
+    /// The held-out split the run is scored on: validation for anything that
+    /// chooses, test for a final judgement.
+    pub split: Split,
 }
 
 impl Default for TrainOptions {
@@ -49,6 +52,7 @@ impl Default for TrainOptions {
             device: Device::Cpu,
             log_every_steps: 10,
             threads: 1,
+            split: Split::Val,
         }
     }
 }
@@ -56,10 +60,13 @@ impl Default for TrainOptions {
 /// What one proxy run measured.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
-    /// Cache domain order.
+    /// Every evaluated domain (the cache's `eval_domains`: training domains,
+    /// then evaluation-only ones).
     pub domains: Vec<String>,
-    /// Mean validation token loss (nats) per domain after training.
-    pub val_losses: Vec<f64>,
+    /// The split `losses` were measured on.
+    pub split: Split,
+    /// Mean held-out token loss (nats) per evaluated domain after training.
+    pub losses: Vec<f64>,
     /// (step, training loss) every `log_every_steps`.
     pub curve: Vec<(usize, f64)>,
     pub n_tokens: u64,
@@ -67,6 +74,18 @@ pub struct TrainReport {
     pub wall_s: f64,
     /// The optimizer steps alone (what training throughput is measured on).
     pub train_s: f64,
+    /// Per-domain validation losses along the way (the preset's
+    /// `checkpoints`), the last one at the end: the loss-versus-tokens curve a scale-aware law fits.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// Held-out losses (every evaluated domain) after `steps` optimizer steps
+/// (`n_tokens` training tokens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub steps: usize,
+    pub n_tokens: u64,
+    pub losses: Vec<f64>,
 }
 
 impl TrainReport {
@@ -78,28 +97,58 @@ impl TrainReport {
 
 /// Draws training windows of `seq_len + 1` tokens: domain by mixture weight,
 /// offset uniformly within the domain's train tokens.
+///
+/// Common random numbers: the domain of each row comes from one stream (an
+/// inverse-CDF draw, so two nearby mixtures pick the same domain for most
+/// rows) and each domain's window offsets from a stream of its own, so the
+/// k-th window drawn from a domain is the same whatever the mixture. Runs of
+/// one seed on different mixtures then differ by the mixture, not by which
+/// text they happened to see — the noise a mixing law must see through.
 struct Batcher<'a> {
     views: Vec<TokenView<'a>>,
     domain_dist: WeightedIndex<f64>,
     rng: StdRng,
+    offset_rngs: Vec<StdRng>,
     window: usize,
     /// The domain of each row of the last batch.
     row_domains: Vec<usize>,
 }
 
-impl Batcher<'_> {
+impl<'a> Batcher<'a> {
+    fn new(
+        views: Vec<TokenView<'a>>,
+        domain_dist: WeightedIndex<f64>,
+        data_seed: u64,
+        window: usize,
+    ) -> Self {
+        let offset_rngs = (0..views.len() as u64)
+            .map(|d| StdRng::seed_from_u64(data_seed.wrapping_add((d + 1).wrapping_mul(GOLDEN))))
+            .collect();
+        Batcher {
+            views,
+            domain_dist,
+            rng: StdRng::seed_from_u64(data_seed),
+            offset_rngs,
+            window,
+            row_domains: Vec::new(),
+        }
+    }
+
     fn next_batch(&mut self, batch_size: usize, buf: &mut Vec<u32>) {
         buf.resize(batch_size * self.window, 0);
         self.row_domains.clear();
         for row in buf.chunks_mut(self.window) {
             let d = self.domain_dist.sample(&mut self.rng);
             let view = self.views[d];
-            let start = self.rng.random_range(0..=view.len() - self.window);
+            let start = self.offset_rngs[d].random_range(0..=view.len() - self.window);
             view.copy_to(start, row);
             self.row_domains.push(d);
         }
     }
 }
+
+/// 2^64 / φ: spreads seeds of sibling streams apart.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// What a [`MixtureController`] sees after each optimizer step.
 #[derive(Debug)]
@@ -140,45 +189,35 @@ pub fn eval_offsets(len: usize, window: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| i * room / (n - 1)).collect()
 }
 
-/// Mean token loss of `model` on each domain's validation windows.
-pub fn evaluate(
-    model: &ProxyModel,
-    cfg: &ProxyConfig,
-    cache: &TokenCache,
-    device: &Device,
-) -> Result<Vec<f64>> {
-    evaluate_windows(model, cfg, cache, device, cfg.eval_windows)
-}
-
-/// As [`evaluate`] with `n_windows` windows per domain instead of the preset's.
-pub fn evaluate_windows(
-    model: &ProxyModel,
-    cfg: &ProxyConfig,
-    cache: &TokenCache,
-    device: &Device,
+/// What to evaluate: which held-out split, how many windows per domain, and
+/// whether evaluation-only domains are included.
+#[derive(Debug, Clone, Copy)]
+struct EvalSpec {
+    split: Split,
     n_windows: usize,
-) -> Result<Vec<f64>> {
-    evaluate_in(model, cfg, cache, device, n_windows, None)
+    /// False: training domains only (what an online policy observes).
+    all_domains: bool,
 }
 
-/// Evaluation, one domain per task on `pool` when given.
+/// Mean token loss of `model` on each domain's held-out windows, one domain
+/// per task on `pool` when given.
 fn evaluate_in(
     model: &ProxyModel,
     cfg: &ProxyConfig,
     cache: &TokenCache,
     device: &Device,
-    n_windows: usize,
+    spec: EvalSpec,
     pool: Option<&ThreadPool>,
 ) -> Result<Vec<f64>> {
-    let one = |d: usize| evaluate_domain(model, cfg, cache, device, n_windows, d);
+    let n = if spec.all_domains {
+        cache.eval_domains().len()
+    } else {
+        cache.domains().len()
+    };
+    let one = |d: usize| evaluate_domain(model, cfg, cache, device, spec, d);
     match pool {
-        Some(pool) => pool.install(|| {
-            (0..cache.domains().len())
-                .into_par_iter()
-                .map(one)
-                .collect()
-        }),
-        None => (0..cache.domains().len()).map(one).collect(),
+        Some(pool) => pool.install(|| (0..n).into_par_iter().map(one).collect()),
+        None => (0..n).map(one).collect(),
     }
 }
 
@@ -187,16 +226,23 @@ fn evaluate_domain(
     cfg: &ProxyConfig,
     cache: &TokenCache,
     device: &Device,
-    n_windows: usize,
+    spec: EvalSpec,
     d: usize,
 ) -> Result<f64> {
     let window = cfg.seq_len + 1;
-    let name = &cache.domains()[d];
-    let view = cache.val(d);
-    let offsets = eval_offsets(view.len(), window, n_windows.max(1));
+    let name = &cache.eval_domains()[d];
+    let view = cache.held_out(spec.split, d);
+    let offsets = eval_offsets(view.len(), window, spec.n_windows.max(1));
     if offsets.is_empty() {
+        let hint = if spec.split == Split::Test && view.is_empty() {
+            " (no test documents: it had too few held-out documents, or the cache was \
+             prepared with --test-fraction 0)"
+        } else {
+            ""
+        };
         return Err(Error::invalid(format!(
-            "domain {name:?}: validation split has {} tokens, fewer than one window of {window}",
+            "domain {name:?}: {} split has {} tokens, fewer than one window of {window}{hint}",
+            spec.split.name(),
             view.len()
         )));
     }
@@ -420,14 +466,13 @@ fn train_loop(
         .map_err(|e| Error::invalid(format!("mixture {}: {e}", mixture.to_spec())))?;
     // Separate streams so changing the data order never changes the initialization.
     let init_seed = opts.seed;
-    let data_seed = opts.seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut batcher = Batcher {
-        views: (0..cache.domains().len()).map(|d| cache.train(d)).collect(),
+    let data_seed = opts.seed ^ GOLDEN;
+    let mut batcher = Batcher::new(
+        (0..cache.domains().len()).map(|d| cache.train(d)).collect(),
         domain_dist,
-        rng: StdRng::seed_from_u64(data_seed),
+        data_seed,
         window,
-        row_domains: Vec::with_capacity(cfg.batch_size),
-    };
+    );
     let n_domains = cache.domains().len();
     let mut tokens_seen = vec![0u64; n_domains];
     let mut sums = vec![0.0f64; n_domains];
@@ -459,6 +504,15 @@ fn train_loop(
     };
 
     let mut curve = Vec::new();
+    let mut checkpoints = Vec::new();
+    let checkpoint_steps = cfg.checkpoint_steps();
+    let final_eval = EvalSpec {
+        split: opts.split,
+        n_windows: cfg.eval_windows,
+        all_domains: true,
+    };
+    let mut checkpoint_s = 0.0;
+    let tokens_per_step = (cfg.batch_size * cfg.seq_len) as u64;
     let mut buf = Vec::new();
     let train_started = Instant::now();
     for step in 0..cfg.n_steps {
@@ -508,7 +562,14 @@ fn train_loop(
                 batch_losses: &batch_losses,
                 tokens_seen: &tokens_seen,
             };
-            let mut eval = |n: usize| evaluate_in(&model, cfg, cache, device, n, pool.as_ref());
+            let mut eval = |n_windows: usize| {
+                let spec = EvalSpec {
+                    split: Split::Val,
+                    n_windows,
+                    all_domains: false,
+                };
+                evaluate_in(&model, cfg, cache, device, spec, pool.as_ref())
+            };
             if let Some(next) = ctl.after_step(&info, &mut eval)? {
                 let next = next.align(cache.domains())?;
                 check_trainable(cache, &next, window)?;
@@ -516,14 +577,31 @@ fn train_loop(
                     .map_err(|e| Error::invalid(format!("mixture {}: {e}", next.to_spec())))?;
             }
         }
+        if step + 1 < cfg.n_steps && checkpoint_steps.contains(&(step + 1)) {
+            let t = Instant::now();
+            let losses = evaluate_in(&model, cfg, cache, device, final_eval, pool.as_ref())?;
+            checkpoint_s += t.elapsed().as_secs_f64();
+            checkpoints.push(Checkpoint {
+                steps: step + 1,
+                n_tokens: (step + 1) as u64 * tokens_per_step,
+                losses,
+            });
+        }
         on_step(step);
     }
-    let train_s = train_started.elapsed().as_secs_f64();
-    let val_losses = evaluate_in(&model, cfg, cache, device, cfg.eval_windows, pool.as_ref())?;
+    let train_s = train_started.elapsed().as_secs_f64() - checkpoint_s;
+    let losses = evaluate_in(&model, cfg, cache, device, final_eval, pool.as_ref())?;
+    checkpoints.push(Checkpoint {
+        steps: cfg.n_steps,
+        n_tokens: cfg.n_tokens(),
+        losses: losses.clone(),
+    });
     Ok(TrainReport {
+        checkpoints,
         train_s,
-        domains: cache.domains().to_vec(),
-        val_losses,
+        domains: cache.eval_domains().to_vec(),
+        split: opts.split,
+        losses,
         curve,
         n_tokens: cfg.n_tokens(),
         wall_s: started.elapsed().as_secs_f64(),

@@ -9,14 +9,19 @@
 //! 2. the optimized weights beside the uniform and natural mixtures, with the
 //!    target the law predicts for each;
 //! 3. each domain's validation loss against its weight across the runs;
-//! 4. the online trajectory (weights and losses over steps), when given.
+//! 4. the online trajectory (weights and losses over steps), when given;
+//!
+//! and, between 2 and 3, the weights rolled up to sources (hierarchical
+//! `source:topic` names) and the interaction matrix: which domain's weight
+//! goes with lower or higher values of which metric (`interactions`).
 
+pub mod interactions;
 pub mod svg;
 
 use crate::error::{Error, Result};
 use crate::export::Trajectory;
 use crate::law::cv::score_predictions;
-use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score, Target};
+use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score};
 use crate::mixture::Mixture;
 use crate::store::import::from_runs_csv;
 use std::fmt::Write;
@@ -60,10 +65,15 @@ fn fmt_score(s: &Score) -> String {
 pub fn render(inputs: &ReportInputs) -> Result<String> {
     let law = LoadedLaw::load(&inputs.law)?;
     let file = &law.file;
-    let data = from_runs_csv(&inputs.runs)?
-        .align_domains(&file.domains)
-        .map_err(|e| Error::invalid(format!("runs vs law {}: {e}", inputs.law.display())))?;
-    let target = Target::parse(&file.target, &data.metric_names).map_err(|e| {
+    let data = from_runs_csv(&inputs.runs)?;
+    // A law fit with mixture reuse is over the virtual domain + the changed ones.
+    let data = match &file.reuse {
+        Some(r) => data.reduce(r)?,
+        None => data,
+    }
+    .align_domains(&file.domains)
+    .map_err(|e| Error::invalid(format!("runs vs law {}: {e}", inputs.law.display())))?;
+    let target = data.target(&file.target).map_err(|e| {
         Error::invalid(format!(
             "{}: target of {}: {e}",
             inputs.runs.display(),
@@ -75,9 +85,12 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
     let natural = file.prior_mixture()?;
     let optimized = match &inputs.weights {
         Some(p) => Some(
-            Mixture::load(p)?
-                .align(&file.domains)
-                .map_err(|e| Error::invalid(format!("{}: {e} (law domains)", p.display())))?,
+            match &file.reuse {
+                Some(r) => Mixture::resolve_for(&p.display().to_string(), &r.leaves)
+                    .and_then(|m| r.reduce(&m)),
+                None => Mixture::resolve_for(&p.display().to_string(), &file.domains),
+            }
+            .map_err(|e| Error::invalid(format!("{}: {e} (law domains)", p.display())))?,
         ),
         None => None,
     };
@@ -173,6 +186,8 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         html.push_str("</tr>");
     }
     html.push_str("</table></section>");
+    html.push_str(&interactions::rollup_section(&mixes)?);
+    html.push_str(&interactions::section(&data, &file.target, &y));
 
     // 3. Each domain's loss against its weight.
     html.push_str(
@@ -321,7 +336,7 @@ mod tests {
             metrics,
             source: "test".into(),
         };
-        let target = Target::parse("mean", &data.metric_names).unwrap();
+        let target = crate::law::Target::parse("mean", &data.metric_names).unwrap();
         let opts = FitOptions {
             law: "loglinear".into(),
             folds: 4,

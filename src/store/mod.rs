@@ -9,25 +9,37 @@
 //! 1-based line numbers, parsing cells into numbers with errors that name
 //! file, line and column, and hashing a source file for provenance.
 
+pub mod checkpoints;
 pub mod fsio;
 pub mod import;
+pub(crate) mod parquet;
 pub mod runs;
 
+pub use checkpoints::{checkpoints_csv, checkpoints_path, read_checkpoints, CheckpointsWriter};
 pub use import::{from_runs_csv, from_two_csvs, read_mixture_table, MixtureTable, RunsData};
-pub use runs::{read_runs, RunRecord, RunsWriter};
+pub use runs::{read_runs, RunRecord, RunsLayout, RunsWriter};
 
 use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
 
 /// A CSV table read whole: trimmed header cells and each data row with the
-/// 1-based line it starts on.
+/// 1-based line it starts on. pandas writes its index as a first column with
+/// an empty header: that column is dropped, and `offset` (1 then, else 0)
+/// keeps the column numbers in messages those of the file.
 #[derive(Debug, Clone)]
 pub(crate) struct Table {
     pub header: Vec<String>,
     pub rows: Vec<(usize, Vec<String>)>,
+    pub offset: usize,
 }
 
 impl Table {
+    /// The 0-based column index `c` of this table as the file numbers it
+    /// (0-based, for `parse_finite` and friends, which print it + 1).
+    pub fn file_col(&self, c: usize) -> usize {
+        c + self.offset
+    }
+
     /// Index of a header column, or an error naming the column and the file.
     pub fn column(&self, path: &Path, name: &str) -> Result<usize> {
         self.header.iter().position(|h| h == name).ok_or_else(|| {
@@ -65,6 +77,8 @@ pub(crate) fn parse_table_checked<T>(
         .from_reader(bytes);
     let mut header: Option<Vec<String>> = None;
     let mut rows = Vec::new();
+    // pandas' unnamed index column (an empty first header cell), dropped.
+    let mut offset = 0usize;
     let mut record = csv::StringRecord::new();
     let mut lines = LineCounter {
         bytes,
@@ -94,12 +108,16 @@ pub(crate) fn parse_table_checked<T>(
                 if let Some(first) = h.first_mut() {
                     *first = first.trim_start_matches('\u{feff}').to_string();
                 }
+                if h.len() > 1 && h[0].is_empty() {
+                    h.remove(0);
+                    offset = 1;
+                }
                 for (i, name) in h.iter().enumerate() {
                     if name.is_empty() {
                         return Err(Error::parse(
                             path,
                             line,
-                            format!("header column {} has no name", i + 1),
+                            format!("header column {} has no name", i + 1 + offset),
                         ));
                     }
                     if h[..i].contains(name) {
@@ -116,14 +134,18 @@ pub(crate) fn parse_table_checked<T>(
                 header = Some(h);
             }
             Some(h) => {
+                let mut fields = fields;
+                if offset == 1 && !fields.is_empty() {
+                    fields.remove(0);
+                }
                 if fields.len() != h.len() {
                     return Err(Error::parse(
                         path,
                         line,
                         format!(
                             "{} fields, but the header has {} columns",
-                            fields.len(),
-                            h.len()
+                            fields.len() + offset,
+                            h.len() + offset
                         ),
                     ));
                 }
@@ -133,7 +155,14 @@ pub(crate) fn parse_table_checked<T>(
     }
     let header = header.ok_or_else(|| Error::parse(path, 0, "empty file: no header row"))?;
     let checked = checked.ok_or_else(|| Error::parse(path, 0, "empty file: no header row"))?;
-    Ok((Table { header, rows }, checked))
+    Ok((
+        Table {
+            header,
+            rows,
+            offset,
+        },
+        checked,
+    ))
 }
 
 /// Maps byte offsets (non-decreasing) to 1-based line numbers in one pass.
@@ -162,8 +191,11 @@ impl LineCounter<'_> {
     }
 }
 
-/// Read and parse a whole CSV file.
+/// Read and parse a whole CSV file, or a Parquet file (by its extension).
 pub(crate) fn read_table(path: &Path) -> Result<Table> {
+    if parquet::is_parquet(path) {
+        return parquet::read(path);
+    }
     let bytes = std::fs::read(path).at(path)?;
     parse_table(path, &bytes)
 }
@@ -333,6 +365,22 @@ mod tests {
         assert!(e.contains("t.csv:3"), "{e}");
         let e = parse_table(p, b"a,a\n").unwrap_err().to_string();
         assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn pandas_index_column_is_dropped_and_columns_keep_their_numbers() {
+        let p = Path::new("t.csv");
+        let t = parse_table(p, b",run,a\n0,x,1\n1,y,2\n").unwrap();
+        assert_eq!(t.header, ["run", "a"]);
+        assert_eq!(t.rows[1].1, ["y", "2"]);
+        assert_eq!(t.file_col(1), 2);
+        let e = parse_table(p, b",run,a\n0,x\n").unwrap_err().to_string();
+        assert!(
+            e.contains("t.csv:2") && e.contains("2 fields") && e.contains("3 columns"),
+            "{e}"
+        );
+        let e = parse_table(p, b"run,,a\n").unwrap_err().to_string();
+        assert!(e.contains("header column 2 has no name"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! read by `fit` (through `import`) and by `merge`.
 //!
 //! Header: `run_id,seed,proxy,n_tokens,wall_s,config_hash,mixopt_version,`
-//! then `w_<domain>` for each domain, then `loss_<domain>` (same order).
+//! then `w_<domain>` for each training domain, then `loss_<domain>` for the
+//! same domains in the same order, then `loss_<domain>` for each
+//! evaluation-only domain (scored by every run, never trained on).
 //!
 //! Crash safety: the table is append-only. Each row goes out as one `write`
 //! of the whole line followed by `sync_data`, so after a crash the file holds
@@ -32,8 +34,52 @@ pub const FIXED_COLUMNS: [&str; 7] = [
     "mixopt_version",
 ];
 
+/// The domains of a runs table: the training domains a mixture weighs, and
+/// the evaluation-only domains that only have losses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunsLayout {
+    pub domains: Vec<String>,
+    pub eval_only: Vec<String>,
+}
+
+impl RunsLayout {
+    /// A layout of training domains only.
+    pub fn training(domains: &[String]) -> Self {
+        RunsLayout {
+            domains: domains.to_vec(),
+            eval_only: Vec::new(),
+        }
+    }
+
+    /// The layout of a token cache's evaluated domains.
+    pub fn of_cache(cache: &crate::corpus::cache::TokenCache) -> Self {
+        RunsLayout {
+            domains: cache.domains().to_vec(),
+            eval_only: cache.eval_domains()[cache.domains().len()..].to_vec(),
+        }
+    }
+
+    /// Names of the loss columns: training domains, then evaluation-only ones.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.domains
+            .iter()
+            .chain(&self.eval_only)
+            .cloned()
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("domains [{}]", self.domains.join(", "));
+        if !self.eval_only.is_empty() {
+            s += &format!(" and evaluation-only [{}]", self.eval_only.join(", "));
+        }
+        s
+    }
+}
+
 /// One finished proxy run. Invariant (checked on write and read): `losses`
-/// has one finite value per domain of `mixture`, in the same order.
+/// has one finite value per loss column of the table's layout (the domains of
+/// `mixture`, then the evaluation-only domains), in that order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub run_id: String,
@@ -55,19 +101,19 @@ pub struct RunsWriter {
     file: File,
     /// The handle holding the table's exclusive lock (kept open for it).
     _lock: File,
-    domains: Vec<String>,
+    layout: RunsLayout,
     /// Length of the file up to the last finished row: a failed write is
     /// truncated back to it so later rows never follow a torn line.
     len: u64,
 }
 
-/// The header columns for `domains`.
-pub fn header(domains: &[String]) -> Vec<String> {
+/// The header columns for a layout.
+pub fn header(layout: &RunsLayout) -> Vec<String> {
     FIXED_COLUMNS
         .iter()
         .map(|c| c.to_string())
-        .chain(domains.iter().map(|d| format!("w_{d}")))
-        .chain(domains.iter().map(|d| format!("loss_{d}")))
+        .chain(layout.domains.iter().map(|d| format!("w_{d}")))
+        .chain(layout.metric_names().iter().map(|d| format!("loss_{d}")))
         .collect()
 }
 
@@ -81,8 +127,15 @@ impl RunsWriter {
     /// file exists its header must name the same domains in the same order; a
     /// torn last line (no trailing newline) is truncated away. Returns the
     /// finished rows already in the file.
-    pub fn open(path: &Path, domains: &[String]) -> Result<(RunsWriter, Vec<RunRecord>)> {
-        check_domains(domains)?;
+    pub fn open(path: &Path, layout: &RunsLayout) -> Result<(RunsWriter, Vec<RunRecord>)> {
+        check_domains(layout)?;
+        if super::parquet::is_parquet(path) {
+            return Err(Error::invalid(format!(
+                "{}: runs tables are appended to as CSV (crash-safe, one row per run); \
+                 write a .csv and convert it to Parquet afterwards",
+                path.display()
+            )));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).at(dir)?;
         }
@@ -109,15 +162,15 @@ impl RunsWriter {
             Vec::new()
         } else {
             let (found, records) = parse_runs(path, &bytes[..keep])?;
-            if found != domains {
+            if &found != layout {
                 return Err(Error::parse(
                     path,
                     1,
                     format!(
-                        "this runs table has domains [{}] but the sweep has [{}]; \
+                        "this runs table has {} but the sweep has {}; \
                          use another --out or the same domains in the same order",
-                        found.join(", "),
-                        domains.join(", ")
+                        found.describe(),
+                        layout.describe()
                     ),
                 ));
             }
@@ -131,7 +184,7 @@ impl RunsWriter {
         let mut file = OpenOptions::new().append(true).open(path).at(path)?;
         let mut len = keep as u64;
         if keep == 0 {
-            let line = format!("{}\n", header(domains).join(","));
+            let line = format!("{}\n", header(layout).join(","));
             file.write_all(line.as_bytes()).at(path)?;
             file.sync_data().at(path)?;
             len = line.len() as u64;
@@ -144,7 +197,7 @@ impl RunsWriter {
                 path: path.to_path_buf(),
                 file,
                 _lock: lock,
-                domains: domains.to_vec(),
+                layout: layout.clone(),
                 len,
             },
             records,
@@ -152,8 +205,8 @@ impl RunsWriter {
     }
 
     /// The domains of this table, in column order.
-    pub fn domains(&self) -> &[String] {
-        &self.domains
+    pub fn layout(&self) -> &RunsLayout {
+        &self.layout
     }
 
     pub fn path(&self) -> &Path {
@@ -216,21 +269,23 @@ impl RunsWriter {
         if !(rec.wall_s.is_finite() && rec.wall_s >= 0.0) {
             return Err(Error::invalid(format!("{what}: wall_s is {}", rec.wall_s)));
         }
-        let mixture = if rec.mixture.domains() == self.domains.as_slice() {
+        let domains = &self.layout.domains;
+        let mixture = if rec.mixture.domains() == domains.as_slice() {
             rec.mixture.clone()
         } else {
             rec.mixture
-                .align(&self.domains)
+                .align(domains)
                 .map_err(|e| Error::invalid(format!("{what}: {e}")))?
         };
-        if rec.losses.len() != self.domains.len() {
+        let metrics = self.layout.metric_names();
+        if rec.losses.len() != metrics.len() {
             return Err(Error::invalid(format!(
-                "{what}: {} losses for {} domains",
+                "{what}: {} losses for {} evaluated domains",
                 rec.losses.len(),
-                self.domains.len()
+                metrics.len()
             )));
         }
-        for (d, l) in self.domains.iter().zip(&rec.losses) {
+        for (d, l) in metrics.iter().zip(&rec.losses) {
             if !(l.is_finite() && *l >= 0.0) {
                 return Err(Error::invalid(format!("{what}: loss of {d:?} is {l}")));
             }
@@ -257,10 +312,18 @@ impl RunsWriter {
     }
 }
 
-/// Read a runs table: its domains and finished rows. A torn last line (no
+/// Read a runs table: its layout and finished rows. A torn last line (no
 /// trailing newline) is ignored; any other malformed row is an error naming
 /// file, line and column.
-pub fn read_runs(path: &Path) -> Result<(Vec<String>, Vec<RunRecord>)> {
+pub fn read_runs(path: &Path) -> Result<(RunsLayout, Vec<RunRecord>)> {
+    if super::parquet::is_parquet(path) {
+        // A runs table exported to Parquet (e.g. with pandas) for scale:
+        // the same columns, the same checks.
+        let table = super::parquet::read(path)?;
+        let layout = header_layout(path, &table.header)?;
+        let (layout, rows) = runs_from_table(path, table, layout)?;
+        return Ok((layout, rows.into_iter().map(|(_, r)| r).collect()));
+    }
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -278,7 +341,7 @@ pub fn read_runs(path: &Path) -> Result<(Vec<String>, Vec<RunRecord>)> {
 /// read back are renormalized, which can move them by an ulp).
 #[derive(Debug, Clone)]
 pub struct RawTable {
-    pub domains: Vec<String>,
+    pub layout: RunsLayout,
     pub header: Vec<u8>,
     pub rows: Vec<RawRow>,
 }
@@ -329,7 +392,7 @@ fn raw_table(path: &Path, bytes: &[u8]) -> Result<RawTable> {
         return Err(Error::parse(path, 0, "empty runs table: no header line"));
     }
     let bytes = &bytes[..keep];
-    let (domains, records) = parse_runs_at(path, bytes)?;
+    let (layout, records) = parse_runs_at(path, bytes)?;
     // Line i (1-based) is lines[i - 1]; rows never span lines (the writer
     // refuses control characters in every field).
     let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
@@ -359,27 +422,28 @@ fn raw_table(path: &Path, bytes: &[u8]) -> Result<RawTable> {
         });
     }
     Ok(RawTable {
-        domains,
+        layout,
         header: lines[header_line].to_vec(),
         rows,
     })
 }
 
-fn check_domains(domains: &[String]) -> Result<()> {
-    if domains.is_empty() {
+fn check_domains(layout: &RunsLayout) -> Result<()> {
+    if layout.domains.is_empty() {
         return Err(Error::invalid("runs table: no domains"));
     }
-    for (i, d) in domains.iter().enumerate() {
+    let all = layout.metric_names();
+    for (i, d) in all.iter().enumerate() {
         check_domain_name(d)?;
-        if domains[..i].contains(d) {
+        if all[..i].contains(d) {
             return Err(Error::invalid(format!("runs table: domain {d:?} twice")));
         }
     }
     Ok(())
 }
 
-/// Domains named by a runs-table header, or an error saying what is wrong.
-fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
+/// The layout a runs-table header names, or an error saying what is wrong.
+fn header_layout(path: &Path, h: &[String]) -> Result<RunsLayout> {
     let bad = |msg: String| Error::parse(path, 1, msg);
     let nf = FIXED_COLUMNS.len();
     if h.len() < nf || h[..nf] != FIXED_COLUMNS {
@@ -400,23 +464,21 @@ fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
             FIXED_COLUMNS.join(",")
         )));
     }
-    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+    let n = rest.iter().take_while(|c| c.starts_with("w_")).count();
+    if n == 0 || rest.len() < 2 * n {
         let w = rest.iter().filter(|c| c.starts_with("w_")).count();
         return Err(bad(format!(
-            "a runs table has one w_<domain> and one loss_<domain> column per domain; \
-             this header has {w} w_ and {} loss_ columns",
+            "a runs table has one w_<domain> and one loss_<domain> column per training domain, \
+             then loss_<domain> per evaluation-only domain; this header has {w} w_ and {} loss_ columns",
             rest.len() - w
         )));
     }
-    let n = rest.len() / 2;
-    let mut domains = Vec::with_capacity(n);
+    let mut layout = RunsLayout {
+        domains: Vec::with_capacity(n),
+        eval_only: Vec::new(),
+    };
     for (i, col) in rest[..n].iter().enumerate() {
-        let d = col.strip_prefix("w_").ok_or_else(|| {
-            bad(format!(
-                "column {} is {col:?}, expected w_<domain>",
-                nf + i + 1
-            ))
-        })?;
+        let d = &col["w_".len()..];
         check_domain_name(d).map_err(|e| bad(format!("column {}: {e}", nf + i + 1)))?;
         let loss_col = &rest[n + i];
         if loss_col.strip_prefix("loss_") != Some(d) {
@@ -425,24 +487,53 @@ fn header_domains(path: &Path, h: &[String]) -> Result<Vec<String>> {
                 nf + n + i + 1
             )));
         }
-        domains.push(d.to_string());
+        layout.domains.push(d.to_string());
     }
-    Ok(domains)
+    for (i, col) in rest[2 * n..].iter().enumerate() {
+        let c = nf + 2 * n + i + 1;
+        let d = col
+            .strip_prefix("loss_")
+            .ok_or_else(|| bad(format!("column {c} is {col:?}, expected loss_<domain>")))?;
+        check_domain_name(d).map_err(|e| bad(format!("column {c}: {e}")))?;
+        layout.eval_only.push(d.to_string());
+    }
+    check_domains(&layout).map_err(|e| bad(e.to_string()))?;
+    Ok(layout)
 }
 
-fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, Vec<RunRecord>)> {
-    let (domains, rows) = parse_runs_at(path, bytes)?;
-    Ok((domains, rows.into_iter().map(|(_, r)| r).collect()))
+fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(RunsLayout, Vec<RunRecord>)> {
+    let (layout, rows) = parse_runs_at(path, bytes)?;
+    Ok((layout, rows.into_iter().map(|(_, r)| r).collect()))
 }
 
 /// As `parse_runs`, each record with the 1-based line it is on.
 type LinedRecords = Vec<(usize, RunRecord)>;
 
-fn parse_runs_at(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, LinedRecords)> {
-    let (Table { header, rows }, domains) =
-        parse_table_checked(path, bytes, |h| header_domains(path, h))?;
+fn parse_runs_at(path: &Path, bytes: &[u8]) -> Result<(RunsLayout, LinedRecords)> {
+    let (table, layout) = parse_table_checked(path, bytes, |h| header_layout(path, h))?;
+    runs_from_table(path, table, layout)
+}
+
+fn runs_from_table(
+    path: &Path,
+    table: Table,
+    layout: RunsLayout,
+) -> Result<(RunsLayout, LinedRecords)> {
+    let Table {
+        header,
+        rows,
+        offset,
+    } = table;
+    if offset != 0 {
+        return Err(Error::parse(
+            path,
+            1,
+            "a runs table has no index column (its first column is run_id)",
+        ));
+    }
     let nf = FIXED_COLUMNS.len();
-    let n = domains.len();
+    let n = layout.domains.len();
+    let n_metrics = n + layout.eval_only.len();
     let mut records = Vec::with_capacity(rows.len());
     for (line, f) in rows {
         if f[0].is_empty() {
@@ -455,11 +546,11 @@ fn parse_runs_at(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, LinedRecords
         for c in nf..nf + n {
             weights.push(parse_finite(path, line, c, &header[c], &f[c])?);
         }
-        let mut losses = Vec::with_capacity(n);
-        for c in nf + n..nf + 2 * n {
+        let mut losses = Vec::with_capacity(n_metrics);
+        for c in nf + n..nf + n + n_metrics {
             losses.push(parse_loss(path, line, c, &header[c], &f[c])?);
         }
-        let mixture = Mixture::new_in(domains.clone(), weights, "mixture")
+        let mixture = Mixture::new_in(layout.domains.clone(), weights, "mixture")
             .map_err(|e| Error::parse(path, line, e.to_string()))?;
         records.push((
             line,
@@ -476,7 +567,7 @@ fn parse_runs_at(path: &Path, bytes: &[u8]) -> Result<(Vec<String>, LinedRecords
             },
         ));
     }
-    Ok((domains, records))
+    Ok((layout, records))
 }
 
 #[cfg(test)]
@@ -485,6 +576,10 @@ mod tests {
 
     fn domains() -> Vec<String> {
         vec!["web".into(), "code".into()]
+    }
+
+    fn layout() -> RunsLayout {
+        RunsLayout::training(&domains())
     }
 
     fn record(id: &str, w: f64, loss: f64) -> RunRecord {
@@ -505,7 +600,7 @@ mod tests {
     fn append_then_read_round_trips_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let (mut w, old) = RunsWriter::open(&path, &domains()).unwrap();
+        let (mut w, old) = RunsWriter::open(&path, &layout()).unwrap();
         assert!(old.is_empty());
         let recs = vec![
             record("r0", 0.3, 2.0 / 3.0),
@@ -516,7 +611,7 @@ mod tests {
         }
         drop(w);
         let (d, back) = read_runs(&path).unwrap();
-        assert_eq!(d, domains());
+        assert_eq!(d, layout());
         assert_eq!(back.len(), 2);
         for (a, b) in recs.iter().zip(&back) {
             assert_eq!(a.run_id, b.run_id);
@@ -530,7 +625,7 @@ mod tests {
             );
         }
         // Reopening returns the finished rows and keeps appending.
-        let (mut w, old) = RunsWriter::open(&path, &domains()).unwrap();
+        let (mut w, old) = RunsWriter::open(&path, &layout()).unwrap();
         assert_eq!(old.len(), 2);
         w.append(&record("r2", 0.5, 3.0)).unwrap();
         assert_eq!(read_runs(&path).unwrap().1.len(), 3);
@@ -540,7 +635,7 @@ mod tests {
     fn torn_last_line_is_ignored_then_truncated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let (mut w, _) = RunsWriter::open(&path, &domains()).unwrap();
+        let (mut w, _) = RunsWriter::open(&path, &layout()).unwrap();
         w.append(&record("r0", 0.3, 2.0)).unwrap();
         drop(w);
         // A write cut by kill -9 mid-line.
@@ -548,7 +643,7 @@ mod tests {
         f.write_all(b"r1,7,tiny,10,1.0,abc,0.1.0,0.5,0.").unwrap();
         drop(f);
         assert_eq!(read_runs(&path).unwrap().1.len(), 1);
-        let (mut w, old) = RunsWriter::open(&path, &domains()).unwrap();
+        let (mut w, old) = RunsWriter::open(&path, &layout()).unwrap();
         assert_eq!(old.len(), 1);
         w.append(&record("r1", 0.5, 2.5)).unwrap();
         let (_, back) = read_runs(&path).unwrap();
@@ -565,7 +660,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
         std::fs::write(&path, "run_id,se").unwrap();
-        let (_, old) = RunsWriter::open(&path, &domains()).unwrap();
+        let (_, old) = RunsWriter::open(&path, &layout()).unwrap();
         assert!(old.is_empty());
         assert!(read_runs(&path).unwrap().1.is_empty());
     }
@@ -574,12 +669,14 @@ mod tests {
     fn header_mismatch_is_rejected_and_file_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let (mut w, _) = RunsWriter::open(&path, &domains()).unwrap();
+        let (mut w, _) = RunsWriter::open(&path, &layout()).unwrap();
         w.append(&record("r0", 0.3, 2.0)).unwrap();
         drop(w);
         let before = std::fs::read(&path).unwrap();
         let other = vec!["code".to_string(), "web".to_string()];
-        let e = RunsWriter::open(&path, &other).unwrap_err().to_string();
+        let e = RunsWriter::open(&path, &RunsLayout::training(&other))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("runs.csv:1") && e.contains("web, code"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }
@@ -588,7 +685,7 @@ mod tests {
     fn bad_rows_name_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let head = header(&domains()).join(",");
+        let head = header(&layout()).join(",");
         std::fs::write(
             &path,
             format!("{head}\nr0,1,p,10,1.0,h,v,0.5,0.5,NaN,2.0\n"),
@@ -621,7 +718,7 @@ mod tests {
     fn append_rejects_what_read_would_reject() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.csv");
-        let (mut w, _) = RunsWriter::open(&path, &domains()).unwrap();
+        let (mut w, _) = RunsWriter::open(&path, &layout()).unwrap();
         let mut r = record("r0", 0.3, f64::NAN);
         assert!(w.append(&r).is_err());
         r.losses = vec![1.0];
@@ -629,5 +726,34 @@ mod tests {
         r = record("a\nb", 0.3, 1.0);
         assert!(w.append(&r).is_err());
         assert!(read_runs(&path).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn evaluation_only_domains_have_loss_columns_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv");
+        let layout = RunsLayout {
+            domains: domains(),
+            eval_only: vec!["held".into()],
+        };
+        let (mut w, _) = RunsWriter::open(&path, &layout).unwrap();
+        let mut r = record("r0", 0.3, 2.0);
+        assert!(w.append(&r).is_err(), "one loss short");
+        r.losses.push(4.25);
+        w.append(&r).unwrap();
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(
+            "run_id,seed,proxy,n_tokens,wall_s,config_hash,mixopt_version,\
+             w_web,w_code,loss_web,loss_code,loss_held\n"
+        ));
+        let (found, back) = read_runs(&path).unwrap();
+        assert_eq!(found, layout);
+        assert_eq!(back[0].losses[2], 4.25);
+        // A sweep without the evaluation-only domain refuses this table.
+        let e = RunsWriter::open(&path, &RunsLayout::training(&domains()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("evaluation-only [held]"), "{e}");
     }
 }

@@ -1,11 +1,17 @@
 # written by `mixopt export --format torchtitan`
-# In the job config (.toml):
-#   [training]
-#   dataset = "mixopt_mixture"
-from datasets import interleave_datasets, load_dataset
+# For TorchTitan >= 0.3.0. In your config_registry function:
+#     from mixopt_mixture import MIXOPT_DATALOADER
+#     ... Trainer.Config(..., dataloader=MIXOPT_DATALOADER, ...)
+# then run with --module <model> --config <that function>. Each source is packed
+# into seq_len token sequences before interleaving, so the weights are token shares.
+from datasets import load_dataset
 
 from torchtitan.hf_datasets import DatasetConfig
-from torchtitan.hf_datasets.text_datasets import DATASETS
+from torchtitan.hf_datasets.text_datasets import (
+    DATASETS,
+    HFDataSource,
+    InterleavedHuggingFaceTextDataLoader,
+)
 
 MIXOPT_PATHS = [
     "/data/web_text_document",
@@ -13,7 +19,13 @@ MIXOPT_PATHS = [
     "/data/code_1",
     "s3://bucket/books/train",
 ]
-MIXOPT_PROBABILITIES = [
+MIXOPT_DOMAINS = [
+    "web",
+    "code",
+    "code",
+    "books",
+]
+MIXOPT_WEIGHTS = [
     0.454,
     0.163,
     0.163,
@@ -21,18 +33,22 @@ MIXOPT_PROBABILITIES = [
 ]
 
 
-def load_mixopt_mixture(dataset_path: str):
-    sources = [load_dataset(p, split="train", streaming=True) for p in MIXOPT_PATHS]
-    return interleave_datasets(
-        sources,
-        probabilities=MIXOPT_PROBABILITIES,
-        seed=0,
-        stopping_strategy="all_exhausted",
+def _load(path):
+    return load_dataset(path, split="train", streaming=True)
+
+
+for _i, _path in enumerate(MIXOPT_PATHS):
+    DATASETS[f"mixopt_{_i}"] = DatasetConfig(
+        path=_path,
+        loader=_load,
+        sample_processor=lambda sample: sample["text"],
     )
 
-
-DATASETS["mixopt_mixture"] = DatasetConfig(
-    path="mixopt",
-    loader=load_mixopt_mixture,
-    sample_processor=lambda sample: sample["text"],
+MIXOPT_DATALOADER = InterleavedHuggingFaceTextDataLoader.Config(
+    sources=[
+        HFDataSource(dataset=f"mixopt_{i}", weight=w)
+        for i, w in enumerate(MIXOPT_WEIGHTS)
+    ],
+    seed=0,
+    stopping_strategy="all_exhausted",
 )
