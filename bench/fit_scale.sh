@@ -13,6 +13,7 @@
 #
 # Usage: bash bench/fit_scale.sh [RUNS DOMAINS]     (from the repository root)
 #        MIXOPT_BIN=path/to/mixopt bash bench/fit_scale.sh   (another binary)
+#        FIT_SCALE_LIGHTGBM=0 bash bench/fit_scale.sh        (mixopt only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
@@ -33,19 +34,18 @@ timed() {  # label, command...
   local label=$1; shift
   /usr/bin/time -f "   [$label: %e s wall, %U s CPU]" "$@" 2>&1 | grep -E '5-fold CV|fit time|\[|predicted target' || true
 }
-fit() {
-  "$MIXOPT_BIN" fit --mixtures "${T}_mix.csv" --losses "${T}_loss.csv" --id index \
-    --target mean --out "$@"
-}
+# (An array, not a shell function: /usr/bin/time runs programs only.)
+FIT=("$MIXOPT_BIN" fit --mixtures "${T}_mix.csv" --losses "${T}_loss.csv" --id index --target mean)
 echo "== mixopt $("$MIXOPT_BIN" --version 2>/dev/null || true)"
-timed "fit gbdt" fit "$WORK/gbdt.json" --law gbdt
-timed "fit gbdt, 1000 rounds flat" fit "$WORK/gbdt-flat.json" --law gbdt --param valid_fraction=0
-timed "fit linear" fit "$WORK/linear.json" --law linear
+timed "fit gbdt" "${FIT[@]}" --out "$WORK/gbdt.json" --law gbdt
+timed "fit gbdt, 1000 rounds flat" "${FIT[@]}" --out "$WORK/gbdt-flat.json" --law gbdt --param valid_fraction=0
+timed "fit linear" "${FIT[@]}" --out "$WORK/linear.json" --law linear
 timed "optimize gbdt, 1e6 candidates" "$MIXOPT_BIN" optimize --law "$WORK/gbdt.json" \
   --candidates 1000000 --out "$WORK/w-gbdt.json"
 timed "optimize linear, 1e6 candidates" "$MIXOPT_BIN" optimize --law "$WORK/linear.json" \
   --candidates 1000000 --out "$WORK/w-linear.json"
 
+[ "${FIT_SCALE_LIGHTGBM:-1}" = 0 ] && exit 0   # mixopt only
 echo "== LightGBM"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
