@@ -82,7 +82,7 @@ def post(port, text, timeout=2.0):
         c.close()
 
 
-def phase_online(n_requests=300, deadline_s=90, max_kills=40):
+def phase_online(n_requests=3000, deadline_s=90, max_kills=40):
     print("== 1. online --listen under kill -9")
     state = os.path.join(WORK, "online-state.json")
     port = free_port()
@@ -248,7 +248,7 @@ def phase_prepare(kills_wanted=5):
         p = subprocess.Popen(prep(cache), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=ENV)
         try:
-            p.wait(RNG.uniform(0.05, clean_s))
+            p.wait(RNG.uniform(0.05, 0.8 * clean_s))
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
