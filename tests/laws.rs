@@ -240,14 +240,63 @@ fn write_known_law(path: &Path) {
     std::fs::write(path, serde_json::to_string(&law).unwrap()).unwrap();
 }
 
+/// `optimize` on the raw law: no trust region (these tests check the
+/// proposers against a law's known optimum).
 fn optimize(law: &Path, out: &Path) -> Command {
     let mut c = mixopt();
     c.arg("optimize")
         .arg("--law")
         .arg(law)
         .arg("--out")
-        .arg(out);
+        .arg(out)
+        .args(["--trust-kl", "none"]);
     c
+}
+
+#[test]
+fn the_default_trust_region_keeps_the_optimum_near_the_prior() {
+    let dir = tempfile::tempdir().unwrap();
+    let law = dir.path().join("law.json");
+    write_known_law(&law);
+    let out = dir.path().join("w.json");
+    let mut c = mixopt();
+    c.args(["optimize", "--law"])
+        .arg(&law)
+        .arg("--out")
+        .arg(&out);
+    let so = stdout_of(&mut c);
+    assert!(so.contains("trust region: KL to the prior"), "{so}");
+    let f = json(&out);
+    let t = &f["provenance"]["trust_region"];
+    let (kl, free) = (
+        t["kl"].as_f64().unwrap(),
+        t["kl_unconstrained"].as_f64().unwrap(),
+    );
+    assert!(kl <= 0.05 + 1e-9 && kl > 0.045 && free > 0.05, "{t}");
+    // A radius that holds the free optimum changes nothing.
+    let wide = dir.path().join("wide.json");
+    let mut c = mixopt();
+    c.args(["optimize", "--trust-kl", "100", "--law"])
+        .arg(&law)
+        .arg("--out")
+        .arg(&wide);
+    stdout_of(&mut c);
+    assert_eq!(json(&wide)["provenance"]["trust_region"]["lambda"], 0.0);
+    // Bad radii are refused by name.
+    for bad in ["0", "-1", "nan", "wide"] {
+        let o = mixopt()
+            .arg("optimize")
+            .arg(format!("--trust-kl={bad}"))
+            .arg("--law")
+            .arg(&law)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--trust-kl"),
+            "{bad}"
+        );
+    }
 }
 
 fn weights(path: &Path) -> Vec<f64> {

@@ -523,6 +523,7 @@ fn demo_runs_end_to_end_and_reruns_with_other_settings() {
     assert_eq!(rows.len(), 6 + 4);
     assert_eq!(rows.iter().filter(|r| r.starts_with("noise-")).count(), 4);
     assert!(first.contains("noise: target sd over 2 seeds"), "{first}");
+    assert!(first.contains("the law's CV error (rmse"), "{first}");
     // Another seed means another corpus and sweep: the demo starts its runs afresh.
     let second = demo("1");
     assert!(second.contains("0 already finished"), "{second}");

@@ -61,7 +61,7 @@ impl PytorchAttention {
 
 #[derive(Debug, clap::Args)]
 pub struct TrainBench {
-    /// Proxy preset: a TOML file or a built-in name (tiny, small, 1m).
+    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m).
     #[arg(long, default_value = "tiny")]
     pub proxy: String,
     /// Timed optimizer steps per measurement.

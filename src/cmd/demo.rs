@@ -111,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join("+");
 
-    println!("== 4/5 fit (log-linear law, target: mean loss of the learnable domains)");
+    println!("== 4/5 fit (the default law, target: mean loss of the learnable domains)");
     let law = out.join("law.json");
     fit::run(fit::Args {
         runs: Some(runs.clone()),
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         losses: None,
         id: "index".into(),
         target: target_spec.clone(),
-        law: "loglinear".into(),
+        law: "auto".into(),
         at_tokens: None,
         out: law.clone(),
         folds: 5,
@@ -136,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = optimize::run(optimize::Args {
         law,
         out: weights.clone(),
-        proposer: "simulate".into(),
+        proposer: "exact".into(),
         candidates: 100_000,
         top_k: 100,
         seed: args.seed,
@@ -149,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cache: None,
         available: Vec::new(),
         kl_prior: 0.0,
+        trust_kl: optimize::Radius(Some(0.05)),
         spread_penalty: 0.0,
         starts: 8,
     })?;
@@ -169,13 +170,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{:<10} {:>10} {:>10} {:>8}",
         "mixture", "predicted", "actual", NOISE_DOMAIN
     );
+    let mut worst: f64 = 0.0;
     for ((name, mix, pred), losses) in candidates.iter().zip(&actual) {
         let noise = mix.get(NOISE_DOMAIN).unwrap_or(0.0);
-        println!(
-            "{name:<10} {pred:>10.4} {:>10.4} {noise:>8.4}",
-            target.eval(losses)
-        );
+        let got = target.eval(losses);
+        worst = worst.max((got - pred).abs());
+        println!("{name:<10} {pred:>10.4} {got:>10.4} {noise:>8.4}");
     }
+    let rmse = crate::law::LawFile::load(&out.join("law.json"))?
+        .cv
+        .mse
+        .sqrt();
+    println!(
+        "largest |predicted - actual| {worst:.4}: {} the law's CV error (rmse {rmse:.4})",
+        if worst <= rmse { "within" } else { "OUTSIDE" }
+    );
     let report_inputs = crate::report::ReportInputs {
         runs: runs.clone(),
         law: out.join("law.json"),

@@ -20,10 +20,10 @@ pub struct Args {
     /// Where to write the optimized weights.
     #[arg(long, default_value = "weights.json")]
     pub out: PathBuf,
-    /// Proposer: `simulate` (RegMix: average the top-k of many prior samples),
-    /// `exact` (mirror descent + pairwise search on the law, multi-start) or
-    /// `search` (the best observed run that meets the constraints).
-    #[arg(long, default_value = "simulate")]
+    /// Proposer: `exact` (mirror descent + pairwise search on the law,
+    /// multi-start), `simulate` (RegMix: average the top-k of many prior
+    /// samples) or `search` (the best observed run that meets the constraints).
+    #[arg(long, default_value = "exact")]
     pub proposer: String,
     /// Candidates the simulation scores.
     #[arg(long, default_value_t = 100_000)]
@@ -63,6 +63,12 @@ pub struct Args {
     /// λ: add λ·KL(w‖prior) to the objective to stay near the prior.
     #[arg(long, default_value_t = 0.0)]
     pub kl_prior: f64,
+    /// Trust region: keep KL(w‖prior) at most this (`none`: no limit). Laws
+    /// extrapolate badly far from the prior: on the real 10-domain corpus
+    /// KL 0.05 won on the 8×-token target model and KL 0.2 already lost
+    /// (docs/benchmarks.md, "End to end").
+    #[arg(long, default_value = "0.05", value_parser = parse_radius)]
+    pub trust_kl: Radius,
     /// β: add β·spread to the objective (laws with an uncertainty estimate,
     /// i.e. `ensemble`), to stay where the law is trustworthy.
     #[arg(long, default_value_t = 0.0)]
@@ -70,6 +76,20 @@ pub struct Args {
     /// Starting points of the exact proposer.
     #[arg(long, default_value_t = 8)]
     pub starts: usize,
+}
+
+/// `--trust-kl`: a KL radius, or none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Radius(pub Option<f64>);
+
+fn parse_radius(s: &str) -> Result<Radius, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Radius(None));
+    }
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(Radius(Some(v))),
+        _ => Err(format!("{s:?}: expected a KL radius > 0 or `none`")),
+    }
 }
 
 /// `NAME=NUMBER` pairs of a repeatable flag.
@@ -200,7 +220,14 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         spread_weight: args.spread_penalty,
     };
     let pb = crate::progress::bar(1, "optimize");
-    let proposal = proposer.propose(law.as_ref(), &ctx)?;
+    let (proposal, trust) = match args.trust_kl.0 {
+        Some(r) => {
+            let (p, t) =
+                crate::optimize::trust::propose_within(proposer.as_ref(), law.as_ref(), &ctx, r)?;
+            (p, Some(t))
+        }
+        None => (proposer.propose(law.as_ref(), &ctx)?, None),
+    };
     pb.finish_and_clear();
     let uniform = Mixture::uniform(domains.clone())?;
     let pred_uniform = law.predict(uniform.weights());
@@ -228,6 +255,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         "constraints": constraints,
         "kl_prior": args.kl_prior,
         "spread_penalty": args.spread_penalty,
+        "trust_region": trust,
         "budget_tokens": args.budget_tokens,
         "max_epochs": args.max_epochs,
         "search": proposal.details,
@@ -304,6 +332,25 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             println!("{d:<28} {w:>10.4}");
         }
     }
+    if let Some(t) = &trust {
+        if t.lambda > 0.0 {
+            println!(
+                "trust region: KL to the prior {:.4} (radius {}; the law's unconstrained optimum is at KL {:.3})",
+                t.kl, t.radius, t.kl_unconstrained
+            );
+        }
+        if !t.reached {
+            eprintln!(
+                "warning: the {} proposer found nothing within KL {} of the prior; the closest is at KL {:.3}",
+                proposer.name(),
+                t.radius,
+                t.kl
+            );
+        }
+    }
+    for w in doubts(&law_file, proposal.predicted, pred_natural, args.maximize) {
+        eprintln!("warning: {w}");
+    }
     println!("wrote {}", args.out.display());
     Ok(Outcome {
         optimized: written,
@@ -312,4 +359,47 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         natural: (natural, pred_natural),
         spread,
     })
+}
+
+/// Reasons not to trust the predicted gain: a prediction outside the targets
+/// the law was fitted on, or a gain over natural smaller than the law's own
+/// cross-validated error or the sweep's seed noise.
+pub fn doubts(law: &LawFile, predicted: f64, natural: f64, maximize: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let scaled = law.at_tokens.is_some() && law.at_tokens != law.proxy_tokens;
+    if let (Some((lo, hi)), false) = (law.target_range, scaled) {
+        if predicted < lo || predicted > hi {
+            out.push(format!(
+                "the predicted target {predicted:.4} lies outside the fitted runs' targets \
+                 [{lo:.4}, {hi:.4}]: an extrapolation"
+            ));
+        }
+    }
+    let gain = if maximize {
+        predicted - natural
+    } else {
+        natural - predicted
+    };
+    let rmse = law.cv.mse.sqrt();
+    let noise = law
+        .noise
+        .as_ref()
+        .map(|n| n.seed_sd)
+        .filter(|v| v.is_finite());
+    if gain.is_finite() && rmse.is_finite() && gain < rmse {
+        let noise = noise
+            .map(|n| format!(", seed noise sd {n:.4}"))
+            .unwrap_or_default();
+        out.push(format!(
+            "the predicted gain over the natural mixture ({gain:.4}) is smaller than the law's \
+             CV error (rmse {rmse:.4}{noise}): confirm it with `mixopt validate` before using it"
+        ));
+    }
+    if law.cv.spearman.is_finite() && law.cv.spearman < 0.5 {
+        out.push(format!(
+            "the law ranks held-out runs poorly (CV Spearman {:.2}): its optimum is a weak guess",
+            law.cv.spearman
+        ));
+    }
+    out
 }

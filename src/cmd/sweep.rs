@@ -13,8 +13,8 @@ pub struct Args {
     /// Token cache written by `mixopt prepare`.
     #[arg(long)]
     pub cache: PathBuf,
-    /// Proxy preset: a TOML file or a built-in name (tiny, small, 1m).
-    #[arg(long, default_value = "tiny")]
+    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m).
+    #[arg(long, default_value = "base")]
     pub proxy: String,
     /// Number of sampled mixtures (= proxy runs) in the sweep.
     #[arg(long)]

@@ -80,6 +80,41 @@ pub fn points_from_runs(runs: &Path, data: &RunsData) -> Result<ScalePoints> {
 
 /// Cross-validate, check the token extrapolation, fit on everything. The
 /// law predicts at `at_tokens` (default: the proxies' own token count).
+/// Cross-validation on whole runs (all their checkpoints held out together),
+/// predicting each held-out run's target at its own final token count: the
+/// out-of-fold prediction of every run, in run order. `fit` scores these;
+/// the report redraws them.
+pub fn out_of_fold(
+    law: &ScalingLaw,
+    ids: &[String],
+    points: &ScalePoints,
+    target: &Target,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let finals = points.finals();
+    let proxy_tokens = finals
+        .iter()
+        .map(|&i| points.n_tokens[i])
+        .fold(0.0, f64::max);
+    // Folds by run id and seed, as every law's (`cv::folds`).
+    let folds = folds(ids, k, seed)?;
+    let mut pred = vec![0.0; ids.len()];
+    for (f, held) in folds.iter().enumerate() {
+        let train = rest(&folds, f);
+        let fitted = fit_scaling(law, &points.subset(&train), target, proxy_tokens)?;
+        for &r in held {
+            let n = finals
+                .iter()
+                .copied()
+                .find(|&i| points.run[i] == r)
+                .map_or(proxy_tokens, |i| points.n_tokens[i]);
+            pred[r] = fitted.predict_at(&points.weights[r], n);
+        }
+    }
+    Ok(pred)
+}
+
 pub fn fit_scaling_law(
     data: &RunsData,
     points: &ScalePoints,
@@ -99,17 +134,7 @@ pub fn fit_scaling_law(
         .map(|r| final_of(r).map_or(f64::NAN, |i| target.eval(&points.metrics[i])))
         .collect();
 
-    // Cross-validation on whole runs, predicting each held-out run at its own tokens.
-    let folds = folds(&data.ids, opts.folds, opts.seed)?;
-    let mut pred = vec![0.0; data.len()];
-    for (f, held) in folds.iter().enumerate() {
-        let train = rest(&folds, f);
-        let fitted = fit_scaling(&law, &points.subset(&train), target, at)?;
-        for &r in held {
-            let n = final_of(r).map_or(proxy_tokens, |i| points.n_tokens[i]);
-            pred[r] = fitted.predict_at(&points.weights[r], n);
-        }
-    }
+    let pred = out_of_fold(&law, &data.ids, points, target, opts.folds, opts.seed)?;
     let cv = cv_report(opts.folds, &pred, &y, &data.ids);
 
     // Token extrapolation: fit on checkpoints up to half of each run's tokens.

@@ -10,6 +10,7 @@ pub mod constraints;
 pub mod exact;
 pub mod search;
 pub mod simulate;
+pub mod trust;
 
 pub use constraints::{Bounds, ConstraintSpec, Objective};
 

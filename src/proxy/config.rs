@@ -226,6 +226,7 @@ impl ProxyConfig {
 
 /// Presets compiled into the binary so `--proxy tiny` works from any directory.
 const BUILTIN: &[(&str, &str)] = &[
+    ("base", include_str!("../../proxies/base.toml")),
     ("tiny", include_str!("../../proxies/tiny.toml")),
     ("small", include_str!("../../proxies/small.toml")),
     ("1m", include_str!("../../proxies/1m.toml")),

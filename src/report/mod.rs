@@ -65,7 +65,8 @@ fn fmt_score(s: &Score) -> String {
 pub fn render(inputs: &ReportInputs) -> Result<String> {
     let law = LoadedLaw::load(&inputs.law)?;
     let file = &law.file;
-    let data = from_runs_csv(&inputs.runs)?;
+    // Noise-floor runs (`sweep --noise-seeds`) are never fitted on.
+    let data = crate::law::noise::partition(&from_runs_csv(&inputs.runs)?).0;
     // A law fit with mixture reuse is over the virtual domain + the changed ones.
     let data = match &file.reuse {
         Some(r) => data.reduce(r)?,
@@ -99,7 +100,20 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         None => None,
     };
     let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
-    let oof = out_of_fold(file, &data.weights, &y, &data.ids)?;
+    let oof = if file.kind == "scaling" {
+        // The scale-aware law is fitted on every checkpoint of the runs.
+        let points = crate::law::scaling_fit::points_from_runs(&inputs.runs, &data)?;
+        crate::law::scaling_fit::out_of_fold(
+            &crate::law::scaling::ScalingLaw::from_hyper(&file.hyper)?,
+            &data.ids,
+            &points,
+            &target,
+            file.cv.k,
+            file.seed,
+        )?
+    } else {
+        out_of_fold(file, &data.weights, &y, &data.ids)?
+    };
     let cv = score_predictions(&oof, &y);
     let stored = file.cv.score();
     let same =
