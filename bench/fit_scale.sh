@@ -8,7 +8,8 @@
 #     fit: the same work as LightGBM's 1000 rounds);
 #   - LightGBM 1000 rounds, lr 0.01 (bench/lightgbm_scale.py), on 1 thread and
 #     on every core (pip-installed into $BENCH_VENV, default /tmp/mixopt-bench-venv);
-#   - mixopt optimize --candidates 1000000 on the gbdt and on a linear law.
+#   - mixopt optimize --proposer simulate --candidates 1000000 (the simulation
+#     proposer; main made `exact` the default) on the gbdt and on a linear law.
 # Prints wall and CPU (user) seconds of each. Several minutes on 2 cores.
 #
 # Usage: bash bench/fit_scale.sh [RUNS DOMAINS]     (from the repository root)
@@ -41,9 +42,9 @@ timed "fit gbdt" "${FIT[@]}" --out "$WORK/gbdt.json" --law gbdt
 timed "fit gbdt, 1000 rounds flat" "${FIT[@]}" --out "$WORK/gbdt-flat.json" --law gbdt --param valid_fraction=0
 timed "fit linear" "${FIT[@]}" --out "$WORK/linear.json" --law linear
 timed "optimize gbdt, 1e6 candidates" "$MIXOPT_BIN" optimize --law "$WORK/gbdt.json" \
-  --candidates 1000000 --out "$WORK/w-gbdt.json"
+  --proposer simulate --candidates 1000000 --out "$WORK/w-gbdt.json"
 timed "optimize linear, 1e6 candidates" "$MIXOPT_BIN" optimize --law "$WORK/linear.json" \
-  --candidates 1000000 --out "$WORK/w-linear.json"
+  --proposer simulate --candidates 1000000 --out "$WORK/w-linear.json"
 
 [ "${FIT_SCALE_LIGHTGBM:-1}" = 0 ] && exit 0   # mixopt only
 echo "== LightGBM"
