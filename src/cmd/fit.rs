@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value = "index")]
     pub id: String,
     /// What the law predicts: a metric name, `mean` (of all metrics), or a weighted sum like `0.7*web+0.3*code`.
-    #[arg(long, default_value = "mean")]
+    #[arg(long, default_value = "mean", allow_hyphen_values = true)]
     pub target: String,
     /// Mixing law to fit: scaling (each domain's loss a power law in the
     /// tokens of its kind a mixture gives it, fit on every checkpoint; scale-
@@ -215,6 +215,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         (p, _) => p,
     };
+    // The prior decides where `optimize` starts and what --kl-prior pulls
+    // toward: say which one law.json gets.
+    match &sidecar_prior {
+        Some(_) => println!(
+            "prior: the sweep's natural token shares (from the sidecar of {})",
+            paths[0].display()
+        ),
+        None => println!(
+            "prior: the mean of the {} runs' mixtures (no sidecar {} beside {}; \
+             give optimize --prior for the natural token shares)",
+            data.len(),
+            crate::store::meta_paths(&paths[0])[0].display(),
+            paths[0].display()
+        ),
+    }
 
     let mut fitted: Vec<(LoadedLaw, f64)> = Vec::new();
     for name in &laws {
@@ -353,6 +368,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .map(|(l, _)| l)
         .context("no law fitted")?;
+    if laws.len() > 1 && best.file.cv.spearman.is_nan() {
+        bail!(
+            "no law has a defined CV ρ on target {} (every law's out-of-fold predictions are constant); \
+             nothing to choose between — fit one law by name",
+            best.file.target
+        );
+    }
     best.file
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -37,6 +37,10 @@ pub struct Args {
     /// Serve HTTP on this address (e.g. 127.0.0.1:8377) instead of stdin/stdout.
     #[arg(long)]
     pub listen: Option<String>,
+    /// HTTP: a request's head, and then its body, must arrive within this
+    /// many seconds (slow or stalled clients are cut off).
+    #[arg(long, default_value_t = 10.0)]
+    pub request_timeout_s: f64,
     /// Benchmark: time this many policy updates on synthetic losses, print µs/update.
     #[arg(long, hide = true)]
     pub bench: Option<usize>,
@@ -55,7 +59,8 @@ pub struct Args {
 pub fn load_reference(arg: &str, domains: &[String]) -> anyhow::Result<Vec<f64>> {
     let path = Path::new(arg);
     let map: std::collections::BTreeMap<String, f64> = if path.is_file() || arg.ends_with(".json") {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--reference {arg}"))?;
+        let text =
+            crate::store::fsio::read_text(path).with_context(|| format!("--reference {arg}"))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{arg}:{}: not JSON: {e}", e.line()))?;
         let obj = v.get("domains").cloned().unwrap_or(v);
@@ -116,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let addr: std::net::SocketAddr = addr
             .parse()
             .with_context(|| format!("--load-test {addr}: expected IP:PORT"))?;
-        let r = online::http::load_test(
+        let r = online::loadgen::load_test(
             addr,
             prior.domains(),
             args.requests,
@@ -124,10 +129,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.max_seconds,
         )?;
         println!(
-            "{} requests ({} ok, {} errors) over {} connections in {:.3} s: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
-            r.ok + r.errors,
+            "{} requests ({} ok, {} errors, {} unanswered) over {} connections in {:.3} s: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
+            r.ok + r.errors + r.failed,
             r.ok,
             r.errors,
+            r.failed,
             args.connections,
             r.wall_s,
             r.requests_per_s(),
@@ -156,8 +162,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.state.is_none() {
         eprintln!("mixopt online: no --state given, nothing will be persisted");
     }
+    if !(args.request_timeout_s.is_finite() && args.request_timeout_s > 0.0) {
+        anyhow::bail!(
+            "--request-timeout-s {}: must be a number of seconds > 0",
+            args.request_timeout_s
+        );
+    }
+    let opts = online::http::ServeOptions {
+        request_timeout: std::time::Duration::from_secs_f64(args.request_timeout_s),
+        ..Default::default()
+    };
     match &args.listen {
-        Some(addr) => Ok(online::http::serve(service, addr, |a| {
+        Some(addr) => Ok(online::http::serve(service, addr, opts, |a| {
             eprintln!(
                 "mixopt online: {} policy on http://{a} (POST /observe, GET /weights, GET /healthz)",
                 args.policy.as_str()
@@ -197,9 +213,9 @@ fn serve_lines(mut service: Service) -> anyhow::Result<()> {
             return Ok(());
         }
         let reply = if buf.len() > MAX_LINE_BYTES && !buf.ends_with(b"\n") {
-            // Skip the rest of the overlong line.
-            let mut sink = Vec::new();
-            input.read_until(b'\n', &mut sink)?;
+            // Skip the rest of the overlong line without holding it.
+            skip_line(&mut input)?;
+            buf = Vec::new(); // give back the 1 MiB
             error_json(&format!(
                 "line {line_no}: longer than {MAX_LINE_BYTES} bytes"
             ))
@@ -214,6 +230,27 @@ fn serve_lines(mut service: Service) -> anyhow::Result<()> {
             }
         };
         if !say(&mut out, &reply)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Consume input up to and including the next newline (or EOF), a buffer at
+/// a time: memory stays bounded whatever the line's length.
+fn skip_line(input: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let (done, used) = {
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (true, i + 1),
+                None => (false, chunk.len()),
+            }
+        };
+        input.consume(used);
+        if done {
             return Ok(());
         }
     }

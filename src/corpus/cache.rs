@@ -132,9 +132,18 @@ pub struct SourceFile {
     /// `"pool"` (split by seed), `"train"` or `"val"`.
     pub role: String,
     pub size_bytes: u64,
-    /// Modification time (ns since the epoch): a re-run skips re-hashing a file
-    /// whose size and mtime are unchanged.
+    /// Modification time (ns since the epoch).
     pub mtime_ns: Option<u64>,
+    /// Status-change time and inode (Unix): a re-run reuses `sha256` only when
+    /// size, mtime, ctime and inode are all unchanged. Any write to a file
+    /// moves its ctime, and ctime cannot be set back (unlike mtime, which
+    /// `touch -d` or `cp -p` restore), so an edit that keeps size and mtime
+    /// is still re-hashed. `None` where unknown, or when the file had changed
+    /// just before it was hashed (too recent to trust the clock's tick).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
     pub sha256: String,
 }
 
@@ -142,7 +151,7 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+            Ok(t) => t.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::invalid(format!(
                     "{}: no token cache here (run `mixopt prepare --cache {}` first)",
@@ -182,6 +191,44 @@ impl Manifest {
         if manifest.domains.is_empty() {
             return Err(Error::parse(path, 0, "no domains"));
         }
+        let t = &manifest.tokenizer;
+        if t.separator_id as usize >= t.vocab_size {
+            return Err(Error::parse(
+                path,
+                0,
+                format!(
+                    "tokenizer.separator_id {} is not below tokenizer.vocab_size {}",
+                    t.separator_id, t.vocab_size
+                ),
+            ));
+        }
+        if manifest.token_width_bytes < token_width_for(t.vocab_size) {
+            return Err(Error::parse(
+                path,
+                0,
+                format!(
+                    "token_width_bytes {} cannot hold ids of tokenizer.vocab_size {}",
+                    manifest.token_width_bytes, t.vocab_size
+                ),
+            ));
+        }
+        for d in &manifest.domains {
+            for (field, file) in ["train_file", "val_file", "test_file"]
+                .into_iter()
+                .zip(d.files())
+            {
+                if !inside_cache(file) {
+                    return Err(Error::parse(
+                        path,
+                        0,
+                        format!(
+                            "domains.{}.{field} {file:?}: must be a relative path inside the cache directory",
+                            d.name
+                        ),
+                    ));
+                }
+            }
+        }
         let first_eval = manifest
             .domains
             .iter()
@@ -200,6 +247,15 @@ impl Manifest {
         }
         Ok(manifest)
     }
+}
+
+/// A bin name the manifest may give: relative, no `..`, no root or prefix
+/// (a manifest is data; it must not point training at files elsewhere).
+fn inside_cache(file: &str) -> bool {
+    let p = Path::new(file);
+    !file.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Bytes per token for a vocabulary (including the separator).
@@ -295,6 +351,23 @@ impl MappedBin {
         self.map.as_deref().unwrap_or(&[])
     }
 
+    /// The largest id in the bin (None when empty).
+    fn max_id(&self, width: usize) -> Option<u32> {
+        use rayon::prelude::*;
+        match self.view(width) {
+            TokenView::U16(s) => s
+                .par_chunks(1 << 20)
+                .filter_map(|c| c.iter().max())
+                .max()
+                .map(|&m| u32::from(m)),
+            TokenView::U32(s) => s
+                .par_chunks(1 << 20)
+                .filter_map(|c| c.iter().max())
+                .max()
+                .copied(),
+        }
+    }
+
     fn view(&self, width: usize) -> TokenView<'_> {
         // Length and alignment were checked in `open` (mmaps are page aligned);
         // an empty `&[u8]` may sit at an unaligned dangling address, so it is
@@ -350,9 +423,28 @@ impl TokenCache {
         let manifest = Manifest::load(dir)?;
         let width = manifest.token_width_bytes;
         let mut bins: [Vec<MappedBin>; 3] = Default::default();
+        let vocab = manifest.tokenizer.vocab_size;
         for d in &manifest.domains {
-            for ((bins, file), n) in bins.iter_mut().zip(d.files()).zip(d.token_counts()) {
-                bins.push(MappedBin::open(&dir.join(file), n, width)?);
+            for ((out, file), n) in bins.iter_mut().zip(d.files()).zip(d.token_counts()) {
+                let path = dir.join(file);
+                let bin = MappedBin::open(&path, n, width)?;
+                // Every id must index the model's embedding: say so here, by
+                // file, rather than as a tensor error deep in training.
+                // (A vocabulary the width cannot overflow needs no scan.)
+                let may_overflow = (vocab as u64) < (1u64 << (8 * width));
+                if let Some(max) = may_overflow
+                    .then(|| bin.max_id(width))
+                    .flatten()
+                    .filter(|&m| m as usize >= vocab)
+                {
+                    return Err(Error::invalid(format!(
+                        "{}: holds token id {max}, but {} gives tokenizer.vocab_size {vocab}; \
+                         the cache is damaged or its manifest edited, re-run mixopt prepare",
+                        path.display(),
+                        dir.join(MANIFEST_FILE).display()
+                    )));
+                }
+                out.push(bin);
             }
         }
         let [train, val, test] = bins;

@@ -228,6 +228,12 @@ pub(crate) struct Context<'a> {
 /// cache there already matches the options and source contents.
 pub fn prepare(spec: &PrepareSpec) -> Result<PrepareReport> {
     spec.check()?;
+    // One prepare per cache: two would write the same temporary bins.
+    let _lock = crate::store::fsio::lock_exclusive(
+        &spec.cache_dir.join(".prepare.lock"),
+        "mixopt prepare",
+        "wait for it to finish",
+    )?;
     let tokenizer = TextTokenizer::load(spec.tokenizer.as_deref())?;
     let tokenizer_info = TokenizerInfo {
         kind: tokenizer.kind().to_string(),
@@ -412,8 +418,9 @@ fn files_of(files: &DomainFiles) -> impl Iterator<Item = (&Path, &'static str)> 
         .chain(val.iter().map(|p| (p.as_path(), "val")))
 }
 
-/// Size, mtime and sha256 of each source; the hash is reused from the old
-/// manifest when size and mtime are unchanged.
+/// Size, times, inode and sha256 of each source; the hash is reused from the
+/// old manifest only when size, mtime, ctime and inode are all unchanged
+/// (git's rule for its index: see `SourceFile::ctime_ns`).
 fn describe_sources(
     files: &DomainFiles,
     known: &HashMap<String, &SourceFile>,
@@ -427,12 +434,16 @@ fn describe_sources(
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .and_then(|d| u64::try_from(d.as_nanos()).ok());
+            let (ctime_ns, inode) = change_stamp(&meta);
             let shown = absolute_display(path);
             let sha256 = match known.get(&shown) {
                 Some(k)
                     if k.size_bytes == size_bytes
                         && mtime_ns.is_some()
-                        && k.mtime_ns == mtime_ns =>
+                        && k.mtime_ns == mtime_ns
+                        && ctime_ns.is_some()
+                        && k.ctime_ns == ctime_ns
+                        && k.inode == inode =>
                 {
                     k.sha256.clone()
                 }
@@ -443,10 +454,38 @@ fn describe_sources(
                 role: role.to_string(),
                 size_bytes,
                 mtime_ns,
+                ctime_ns: ctime_ns.filter(|&c| settled(c)),
+                inode,
                 sha256,
             })
         })
         .collect()
+}
+
+/// A file's ctime (ns) and inode, where the platform has them.
+#[cfg(unix)]
+fn change_stamp(meta: &std::fs::Metadata) -> (Option<u64>, Option<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    let ns = u64::try_from(meta.ctime())
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|s| s.checked_add(u64::try_from(meta.ctime_nsec()).ok()?));
+    (ns, Some(meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn change_stamp(_: &std::fs::Metadata) -> (Option<u64>, Option<u64>) {
+    (None, None)
+}
+
+/// A change time at least 2 s old: a later write lands on a later clock tick
+/// even on coarse-timestamp filesystems, so the stamp identifies the contents
+/// just hashed. (A file changed in the last 2 s is re-hashed next time.)
+fn settled(ctime_ns: u64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now.saturating_sub(ctime_ns) >= 2_000_000_000
 }
 
 fn absolute_display(path: &Path) -> String {
@@ -502,9 +541,21 @@ fn refresh_source_times(
     mut manifest: Manifest,
     plans: &[Plan],
 ) -> Result<PrepareReport> {
+    // Learning a change stamp the manifest lacks is no reason to rewrite it
+    // (the next run re-hashes that file again, which is always safe).
+    let differs = |old: &SourceFile, new: &SourceFile| {
+        let known = |s: &SourceFile| SourceFile {
+            ctime_ns: s.ctime_ns.and(old.ctime_ns),
+            inode: s.inode.and(old.inode),
+            ..s.clone()
+        };
+        *old != known(new)
+    };
     let mut changed = false;
     for (d, p) in manifest.domains.iter_mut().zip(plans) {
-        if d.sources != p.sources {
+        if d.sources.len() != p.sources.len()
+            || d.sources.iter().zip(&p.sources).any(|(o, n)| differs(o, n))
+        {
             d.sources = p.sources.clone();
             changed = true;
         }

@@ -103,6 +103,21 @@ pub fn resolve(domain: &str, spec: &Path) -> Result<DomainFiles> {
         if let Some(split) = presplit_in(spec) {
             return Ok(split);
         }
+        // Validation files without training files: pooling them would train
+        // on the held-out text (and the split would pretend otherwise).
+        if let Some(val) = val_only_in(spec) {
+            return Err(Error::invalid(format!(
+                "domain {domain:?}: {} has validation files ({}) but no train files; \
+                 pooling them would train on validation data. Add train.* files beside them, \
+                 or give the files to split explicitly (a file or glob, e.g. --domain {domain}='{}/*.jsonl')",
+                spec.display(),
+                val.iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.display()
+            )));
+        }
         let mut files = Vec::new();
         walk_dir(spec, &mut files)?;
         files.sort();
@@ -165,6 +180,31 @@ fn split_role(file_name: &str) -> Option<&'static str> {
         stem.strip_prefix(role)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '_']))
     })
+}
+
+/// The files of `dir` (not below it) named as val shards, when there are
+/// such files but none named as train shards.
+fn val_only_in(dir: &Path) -> Option<Vec<PathBuf>> {
+    let (mut train, mut val) = (0usize, Vec::new());
+    for path in std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+    {
+        if !path.is_file() || Format::of(&path).is_none() {
+            continue;
+        }
+        match path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(split_role)
+        {
+            Some("train") => train += 1,
+            Some(_) => val.push(path),
+            None => {}
+        }
+    }
+    val.sort();
+    (train == 0 && !val.is_empty()).then_some(val)
 }
 
 /// The files of `dir` (not below it) named as train and val shards, when there
@@ -276,6 +316,11 @@ pub fn read_documents_counting(
                     format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
                 )
             })?;
+            // A byte-order mark is an encoding marker, not text to train on.
+            let text = match text.strip_prefix('\u{feff}') {
+                Some(rest) => rest.to_string(),
+                None => text,
+            };
             if text.is_empty() {
                 return Ok(0);
             }
@@ -345,10 +390,15 @@ pub fn read_jsonl(
         if n == 0 {
             break;
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
+        // A UTF-8 byte-order mark opening the file is not part of the JSON.
+        let body = match line_no {
+            1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line),
+            _ => &line[..],
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_slice(&line)
+        let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| Error::parse(path, line_no, format!("malformed JSON: {e}")))?;
         let serde_json::Value::Object(mut object) = value else {
             return Err(Error::parse(

@@ -18,7 +18,7 @@
 //! Every domain of the mixture must appear, and every key must be a domain:
 //! a typo is an error naming the file and line, never a silently dropped domain.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -63,7 +63,7 @@ impl PathMap {
 
     /// Read and validate against the mixture's `domains`.
     pub fn load(path: &Path, domains: &[String]) -> Result<PathMap> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::store::fsio::read_text(path)?;
         Self::parse(path, &text, domains)
     }
 

@@ -9,7 +9,7 @@
 //! starts at step 0. `--total-steps S` rescales the steps to a run of S steps
 //! (a trajectory from a short proxy run applied to a long one).
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::mixture::Mixture;
 use std::path::Path;
 
@@ -39,7 +39,7 @@ pub struct SchedulePhase {
 
 impl Trajectory {
     pub fn load(path: &Path) -> Result<Trajectory> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::store::fsio::read_text(path)?;
         Self::parse(path, &text)
     }
 

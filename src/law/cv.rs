@@ -76,10 +76,22 @@ pub fn score(fitted: &dyn FittedLaw, x: &[Vec<f64>], y: &[f64]) -> Score {
     score_predictions(&pred, y)
 }
 
-/// The held-out runs of each of `k` folds over `n` runs: run indices shuffled
-/// with `seed`, fold f holding positions [f·n/k, (f+1)·n/k). Every law's
-/// cross-validation uses these, so laws are compared on the same folds.
-pub fn folds(n: usize, k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+/// Row indices in run-id order (`store::natural_cmp`; stable for equal ids).
+pub fn id_order(ids: &[String]) -> Vec<usize> {
+    let mut by_id: Vec<usize> = (0..ids.len()).collect();
+    by_id.sort_by(|&a, &b| crate::store::natural_cmp(&ids[a], &ids[b]));
+    by_id
+}
+
+/// The held-out runs of each of `k` folds over the runs named `ids`: the ids
+/// sorted (`store::natural_cmp`), then shuffled with `seed`; fold f holds
+/// positions [f·n/k, (f+1)·n/k). Folds therefore depend on the run ids and
+/// the seed only, never on the order the rows came in (a sweep appends runs
+/// as workers finish); for rows already in id order this is the plain seeded
+/// shuffle of the row indices. Every law's cross-validation uses these, so
+/// laws are compared on the same folds.
+pub fn folds(ids: &[String], k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+    let n = ids.len();
     if k < 2 {
         return Err(Error::invalid(format!(
             "--folds {k}: need at least 2 folds"
@@ -90,8 +102,10 @@ pub fn folds(n: usize, k: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
             "{k}-fold cross validation needs at least {k} runs, have {n}"
         )));
     }
+    let by_id = id_order(ids);
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let order: Vec<usize> = order.into_iter().map(|p| by_id[p]).collect();
     Ok((0..k)
         .map(|fold| order[fold * n / k..(fold + 1) * n / k].to_vec())
         .collect())
@@ -107,9 +121,13 @@ pub fn rest(folds: &[Vec<usize>], f: usize) -> Vec<usize> {
         .collect()
 }
 
-/// The report for pooled out-of-fold predictions.
-pub fn cv_report(k: usize, pred: &[f64], y: &[f64]) -> CvReport {
-    let s = score_predictions(pred, y);
+/// The report for pooled out-of-fold predictions, scored in run-id order
+/// (float sums then do not depend on row order).
+pub fn cv_report(k: usize, pred: &[f64], y: &[f64], ids: &[String]) -> CvReport {
+    let by_id = id_order(ids);
+    let pred: Vec<f64> = by_id.iter().map(|&i| pred[i]).collect();
+    let y: Vec<f64> = by_id.iter().map(|&i| y[i]).collect();
+    let s = score_predictions(&pred, &y);
     CvReport {
         k,
         n: s.n,
@@ -120,29 +138,61 @@ pub fn cv_report(k: usize, pred: &[f64], y: &[f64]) -> CvReport {
     }
 }
 
-/// k-fold cross validation over `folds`: fit on k−1 folds (fit seed
-/// `seed + fold`) and predict the held-out one; score all out-of-fold
-/// predictions together.
+/// Out-of-fold predictions over [`folds`]: each run predicted by the law fit
+/// (seed `seed + fold`) on the other folds, the training rows given in fold
+/// order.
+pub fn out_of_fold(
+    law: &dyn MixingLaw,
+    x: &[Vec<f64>],
+    y: &[f64],
+    ids: &[String],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<f64>> {
+    let n = x.len();
+    if ids.len() != n || y.len() != n {
+        return Err(Error::invalid(format!(
+            "cross validation: {n} mixtures, {} targets, {} run ids",
+            y.len(),
+            ids.len()
+        )));
+    }
+    let folds = folds(ids, k, seed)?;
+    // Folds are fit in parallel (each is independent and seeded by its
+    // index, so the result does not depend on the number of threads).
+    use rayon::prelude::*;
+    let per_fold: Vec<Vec<(usize, f64)>> = (0..k)
+        .into_par_iter()
+        .map(|fold| {
+            let train = rest(&folds, fold);
+            let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
+            let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
+            let fitted = law.fit(&tx, &ty, seed.wrapping_add(fold as u64))?;
+            Ok(folds[fold]
+                .iter()
+                .map(|&i| (i, fitted.predict(&x[i])))
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut pred = vec![0.0; n];
+    for (i, p) in per_fold.into_iter().flatten() {
+        pred[i] = p;
+    }
+    Ok(pred)
+}
+
+/// k-fold cross validation on [`folds`]; all out-of-fold predictions are
+/// scored together.
 pub fn cross_validate(
     law: &dyn MixingLaw,
     x: &[Vec<f64>],
     y: &[f64],
+    ids: &[String],
     k: usize,
     seed: u64,
 ) -> Result<CvReport> {
-    let n = x.len();
-    let mut pred = vec![0.0; n];
-    let folds = folds(n, k, seed)?;
-    for (fold, held) in folds.iter().enumerate() {
-        let train = rest(&folds, fold);
-        let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
-        let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
-        let fitted = law.fit(&tx, &ty, seed.wrapping_add(fold as u64))?;
-        for &i in held {
-            pred[i] = fitted.predict(&x[i]);
-        }
-    }
-    Ok(cv_report(k, &pred, y))
+    let pred = out_of_fold(law, x, y, ids, k, seed)?;
+    Ok(cv_report(k, &pred, y, ids))
 }
 
 /// Pearson correlation; NaN if either side is constant or the lengths differ.
@@ -244,6 +294,40 @@ mod tests {
         // x' = [-1, 0, 1], y' = [-2, 1, 1]: Σx'y' = 3, Σx'² = 2, Σy'² = 6.
         let r = pearson(&[1.0, 2.0, 3.0], &[0.0, 3.0, 3.0]);
         assert!((r - 3.0 / 12f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn folds_follow_run_ids_not_row_order() {
+        // 12 runs given in four orders: before folds followed the row order
+        // and linear CV ρ ranged from −13 to +14 on one such table.
+        let ids: Vec<String> = (0..12).map(|i| format!("run{i:05}")).collect();
+        let x: Vec<Vec<f64>> = (0..12)
+            .map(|i| {
+                let a = ((i * 7) % 12) as f64 / 12.0 * 0.8 + 0.1;
+                vec![a, 1.0 - a]
+            })
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, w)| 2.0 - w[0] + 0.05 * ((i * 5 % 3) as f64))
+            .collect();
+        let law = super::super::linear::LinearLaw { alpha: 1e-4 };
+        let base = cross_validate(&law, &x, &y, &ids, 4, 3).unwrap();
+        for perm_seed in 0..4u64 {
+            let mut perm: Vec<usize> = (0..12).collect();
+            perm.shuffle(&mut StdRng::seed_from_u64(100 + perm_seed));
+            let px: Vec<Vec<f64>> = perm.iter().map(|&i| x[i].clone()).collect();
+            let py: Vec<f64> = perm.iter().map(|&i| y[i]).collect();
+            let pid: Vec<String> = perm.iter().map(|&i| ids[i].clone()).collect();
+            let r = cross_validate(&law, &px, &py, &pid, 4, 3).unwrap();
+            assert_eq!(r, base, "row order {perm:?} changed the CV result");
+        }
+        // Rows already in id order keep the plain seeded shuffle.
+        let mut plain: Vec<usize> = (0..12).collect();
+        plain.shuffle(&mut StdRng::seed_from_u64(3));
+        let want: Vec<Vec<usize>> = (0..4).map(|f| plain[f * 3..(f + 1) * 3].to_vec()).collect();
+        assert_eq!(folds(&ids, 4, 3).unwrap(), want);
     }
 
     #[test]

@@ -133,44 +133,23 @@ impl MixingLaw for EnsembleLaw {
         super::check_xy(x, y)?;
         let n = x.len();
         let take = ((self.subsample * n as f64).round() as usize).clamp(1, n);
-        // Members are independent: fit them on up to two threads (the
-        // machine this targets has two cores); results do not depend on it.
-        let fit_member = |m: usize| -> Result<FittedGbdt> {
-            let member_seed = seed.wrapping_mul(1_000_003).wrapping_add(m as u64);
-            let mut idx: Vec<usize> = (0..n).collect();
-            idx.shuffle(&mut StdRng::seed_from_u64(member_seed));
-            idx.truncate(take);
-            idx.sort_unstable();
-            let mx: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
-            let my: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
-            self.base.fit_gbdt(&mx, &my, member_seed)
-        };
-        let threads = std::thread::available_parallelism()
-            .map(|t| t.get())
-            .unwrap_or(1)
-            .clamp(1, 2);
-        let mut slots: Vec<Option<Result<FittedGbdt>>> = (0..self.members).map(|_| None).collect();
-        std::thread::scope(|s| {
-            let chunks: Vec<_> = slots
-                .chunks_mut(self.members.div_ceil(threads))
-                .enumerate()
-                .map(|(c, chunk)| {
-                    let fit_member = &fit_member;
-                    let offset = c * self.members.div_ceil(threads);
-                    s.spawn(move || {
-                        for (j, slot) in chunk.iter_mut().enumerate() {
-                            *slot = Some(fit_member(offset + j));
-                        }
-                    })
-                })
-                .collect();
-            for h in chunks {
-                let _ = h.join();
-            }
-        });
-        let members = slots
-            .into_iter()
-            .map(|s| s.unwrap_or_else(|| Err(Error::invalid("ensemble member thread failed"))))
+        // Members are independent: fit them in parallel on rayon's pool (as
+        // the folds and the trees' features are, so nested parallelism
+        // shares one pool instead of blocking threads that wait on each
+        // other); results do not depend on the number of threads.
+        use rayon::prelude::*;
+        let members = (0..self.members)
+            .into_par_iter()
+            .map(|m| {
+                let member_seed = seed.wrapping_mul(1_000_003).wrapping_add(m as u64);
+                let mut idx: Vec<usize> = (0..n).collect();
+                idx.shuffle(&mut StdRng::seed_from_u64(member_seed));
+                idx.truncate(take);
+                idx.sort_unstable();
+                let mx: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
+                let my: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+                self.base.fit_gbdt(&mx, &my, member_seed)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Box::new(FittedEnsemble { members }))
     }

@@ -12,6 +12,7 @@ pub mod cv;
 pub mod dml;
 pub mod ensemble;
 pub mod gbdt;
+mod histogram;
 pub mod linear;
 pub mod loglinear;
 pub mod noise;
@@ -24,7 +25,7 @@ pub mod trees;
 pub use cv::{cross_validate, pearson, score, spearman, CvReport, Score};
 pub use target::Target;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::mixture::{write_json_atomic, Mixture};
 use crate::store::RunsData;
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,7 @@ use std::path::Path;
 pub type Hyper = BTreeMap<String, f64>;
 
 /// A family of mixing laws with its hyperparameters set.
-pub trait MixingLaw {
+pub trait MixingLaw: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Fit to rows `x` (proportions, one column per domain) and targets `y`.
     /// `seed` drives any randomness, so a fit is reproducible.
@@ -233,7 +234,7 @@ pub const LAW_FORMAT: u32 = 1;
 impl LawFile {
     /// Read and validate a law.json (format, domains, params rebuild).
     pub fn load(path: &Path) -> Result<LawFile> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::store::fsio::read_text(path)?;
         let file: LawFile = serde_json::from_str(&text)
             .map_err(|e| Error::parse(path, e.line(), format!("not a law file: {e}")))?;
         if file.format != LAW_FORMAT {
@@ -358,8 +359,28 @@ impl Default for FitOptions {
 pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<LoadedLaw> {
     let law = law_by_name_with(&opts.law, &opts.hyper)?;
     let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
-    let cv = cross_validate(law.as_ref(), &data.weights, &y, opts.folds, opts.seed)?;
-    let fitted = law.fit(&data.weights, &y, opts.seed)?;
+    if let Some(first) = y.first().filter(|&&v| y.iter().all(|&w| w == v)) {
+        return Err(Error::invalid(format!(
+            "target {} is {first} in every one of the {} runs: a constant has no law to fit \
+             (and cross-validated correlations would be undefined)",
+            target.spec(),
+            y.len()
+        )));
+    }
+    let cv = cross_validate(
+        law.as_ref(),
+        &data.weights,
+        &y,
+        &data.ids,
+        opts.folds,
+        opts.seed,
+    )?;
+    // The final fit sees the runs in id order too, so a law (bagging, tie
+    // breaks, float sums) never depends on the order of the table's rows.
+    let by_id = cv::id_order(&data.ids);
+    let xs: Vec<Vec<f64>> = by_id.iter().map(|&i| data.weights[i].clone()).collect();
+    let ys: Vec<f64> = by_id.iter().map(|&i| y[i]).collect();
+    let fitted = law.fit(&xs, &ys, opts.seed)?;
     let prior = data.mean_mixture()?;
     let file = LawFile {
         format: LAW_FORMAT,

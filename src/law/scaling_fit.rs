@@ -86,7 +86,7 @@ pub fn points_from_runs(runs: &Path, data: &RunsData) -> Result<ScalePoints> {
 /// the report redraws them.
 pub fn out_of_fold(
     law: &ScalingLaw,
-    n_runs: usize,
+    ids: &[String],
     points: &ScalePoints,
     target: &Target,
     k: usize,
@@ -97,8 +97,9 @@ pub fn out_of_fold(
         .iter()
         .map(|&i| points.n_tokens[i])
         .fold(0.0, f64::max);
-    let folds = folds(n_runs, k, seed)?;
-    let mut pred = vec![0.0; n_runs];
+    // Folds by run id and seed, as every law's (`cv::folds`).
+    let folds = folds(ids, k, seed)?;
+    let mut pred = vec![0.0; ids.len()];
     for (f, held) in folds.iter().enumerate() {
         let train = rest(&folds, f);
         let fitted = fit_scaling(law, &points.subset(&train), target, proxy_tokens)?;
@@ -133,8 +134,8 @@ pub fn fit_scaling_law(
         .map(|r| final_of(r).map_or(f64::NAN, |i| target.eval(&points.metrics[i])))
         .collect();
 
-    let pred = out_of_fold(&law, data.len(), points, target, opts.folds, opts.seed)?;
-    let cv = cv_report(opts.folds, &pred, &y);
+    let pred = out_of_fold(&law, &data.ids, points, target, opts.folds, opts.seed)?;
+    let cv = cv_report(opts.folds, &pred, &y, &data.ids);
 
     // Token extrapolation: fit on checkpoints up to half of each run's tokens.
     let extrapolation = {

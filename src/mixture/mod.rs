@@ -2,12 +2,13 @@
 //! Every stage passes `Mixture`, never a bare `Vec<f64>`; construction is the
 //! one place weights are validated.
 
+mod gamma;
 pub mod hierarchy;
 pub mod library;
 pub mod reuse;
 pub mod sampler;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -158,7 +159,7 @@ impl Mixture {
 
     /// Load a weights.json (the `domains` object).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = crate::store::fsio::read_text(path)?;
         let file: WeightsFile = serde_json::from_str(&text)
             .map_err(|e| Error::parse(path, e.line(), format!("not a weights file: {e}")))?;
         let mut names: Vec<String> = file.order.clone();
@@ -281,16 +282,9 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Write bytes to `path` via a temporary file in the same directory and a rename,
-/// so a reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).at(dir)?;
-    }
-    let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
-}
+/// Write bytes to `path` atomically and durably (unique temporary file, fsync,
+/// rename, fsync of the directory): see `store::fsio`.
+pub use crate::store::fsio::write_atomic;
 
 #[cfg(test)]
 mod tests {

@@ -1,33 +1,83 @@
 //! A small HTTP/1.1 server for [`Service`] on std's `TcpListener`: one thread
-//! per connection (capped), keep-alive, `Content-Length` bodies only.
+//! per connection, keep-alive, `Content-Length` bodies only.
 //!
 //! Routes: `POST /observe` (a request as on the JSON-lines surface),
-//! `GET /weights`, `GET /healthz`. Malformed HTTP gets `400` and the
+//! `GET /weights`, `GET /healthz`. Malformed HTTP gets a 4xx and the
 //! connection is closed; a malformed observe body gets `400` with
-//! `{"error": …}` and the state is untouched. No dependency: the protocol
-//! subset a trainer's `requests`/`urllib` client speaks is small, and a web
-//! framework would cost more build time than the whole of this file.
+//! `{"error": …}` and the state is untouched.
+//!
+//! Hostile or broken clients cannot lock it out:
+//! - a request's head and body must arrive within `--request-timeout-s` of
+//!   their first byte (a deadline, not a per-read timeout, so a client
+//!   trickling one byte at a time is cut off too); an idle keep-alive
+//!   connection is closed after [`IDLE_TIMEOUT`];
+//! - at [`MAX_CONNECTIONS`], a new connection evicts the connection that has
+//!   been waiting longest for a request to arrive (idle, or still sending one)
+//!   instead of being refused: capacity goes to clients that send requests.
+//!   Only when every connection has a request in progress is the newcomer
+//!   answered `503`;
+//! - a request refused before it was read whole (head too large, body too
+//!   large, bad framing) gets its response, then the rest of what the client
+//!   sends is read and dropped for a moment before closing, so the client sees
+//!   the status instead of a TCP reset.
+//!
+//! Why not a server crate: the one trainers need is this small protocol
+//! subset, and the protections above are not defaults of the blocking servers
+//! (tiny_http has no header or body deadline and no eviction); hyper would
+//! bring tokio and still need our own connection cap and eviction. Measured
+//! with `bench/chaos.sh` (docs/benchmarks.md).
 
-use super::service::{error_json, Service};
+use super::service::{error_json, Prepared, Service};
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest request head (request line + headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body accepted (a 10,000-domain request fits).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// Concurrent connections; more are answered `503` and closed.
+/// Connections held at once; past it the longest-waiting one is evicted.
 pub const MAX_CONNECTIONS: usize = 256;
 /// An idle keep-alive connection is closed after this long.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline for a request's head, and again for its body.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response that cannot be written in this long is abandoned.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After refusing a request mid-stream: read and drop the client's remaining
+/// bytes for at most this long / this many bytes, then close.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 4 << 20;
+
+/// Server options.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Deadline for a request's head (from its first byte) and for its body.
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// Serve until the process is stopped. `on_ready` gets the bound address
 /// (useful with port 0).
-pub fn serve(service: Service, addr: &str, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
+pub fn serve(
+    service: Service,
+    addr: &str,
+    opts: ServeOptions,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| Error::invalid(format!("--listen {addr}: cannot bind: {e}")))?;
     let local = listener
@@ -44,27 +94,138 @@ pub fn serve(service: Service, addr: &str, on_ready: impl FnOnce(SocketAddr)) ->
         }),
         written: Condvar::new(),
     });
-    let live = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(Registry::default());
+    let next_id = AtomicU64::new(0);
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        if live.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            let _ = write_response(&mut stream, 503, &error_json("too many connections"), false);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if !conns.admit(id, &stream, opts.max_connections) {
+            let msg = error_json("too many connections with requests in progress");
+            let _ = write_response(&mut stream, 503, &msg, false);
             continue;
         }
-        live.fetch_add(1, Ordering::SeqCst);
         let service = Arc::clone(&service);
-        let counter = Arc::clone(&live);
+        let registry = Arc::clone(&conns);
         let spawned = std::thread::Builder::new()
             .name("online-http".into())
             .spawn(move || {
-                let _ = handle_connection(stream, &service);
-                counter.fetch_sub(1, Ordering::SeqCst);
+                let _ = handle_connection(stream, id, &service, &registry, opts);
+                registry.leave(id);
             });
         if spawned.is_err() {
-            live.fetch_sub(1, Ordering::SeqCst);
+            conns.leave(id);
         }
     }
     Ok(())
+}
+
+/// The open connections, for the cap and eviction.
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<HashMap<u64, Conn>>,
+}
+
+struct Conn {
+    /// A handle to shut the connection down from the accept thread.
+    stream: TcpStream,
+    /// A request is read whole and being answered: never evicted.
+    busy: bool,
+    /// Since when it has been waiting for (the rest of) a request.
+    waiting_since: Instant,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Conn>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a new connection, evicting the longest-waiting one at the
+    /// cap; false when every connection is busy.
+    fn admit(&self, id: u64, stream: &TcpStream, max: usize) -> bool {
+        let Ok(handle) = stream.try_clone() else {
+            return false;
+        };
+        let mut g = self.lock();
+        if g.len() >= max {
+            let victim = g
+                .iter()
+                .filter(|(_, c)| !c.busy)
+                .min_by_key(|(k, c)| (c.waiting_since, **k))
+                .map(|(k, _)| *k);
+            let Some(victim) = victim else {
+                return false;
+            };
+            if let Some(c) = g.remove(&victim) {
+                // Its thread sees EOF or an error and exits.
+                let _ = c.stream.shutdown(Shutdown::Both);
+            }
+        }
+        g.insert(
+            id,
+            Conn {
+                stream: handle,
+                busy: false,
+                waiting_since: Instant::now(),
+            },
+        );
+        true
+    }
+
+    /// Mark a connection busy (request read) or waiting again (answered).
+    /// False when it was evicted meanwhile.
+    fn set_busy(&self, id: u64, busy: bool) -> bool {
+        match self.lock().get_mut(&id) {
+            Some(c) => {
+                c.busy = busy;
+                if !busy {
+                    c.waiting_since = Instant::now();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn leave(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+}
+
+/// Reads from the socket with an absolute deadline (std sockets only have
+/// per-call timeouts: the remaining time is set before each read).
+struct DeadlineReader {
+    stream: TcpStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match self.stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+            other => other,
+        }
+    }
+}
+
+/// Why a request could not be read: the status to answer (if any) and why.
+struct Refusal {
+    status: u16,
+    msg: String,
+}
+
+fn refuse(status: u16, msg: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        msg: msg.into(),
+    }
 }
 
 struct Head {
@@ -75,8 +236,28 @@ struct Head {
     chunked: bool,
 }
 
-/// Read one request head; `Ok(None)` on a clean EOF between requests.
-fn read_head(reader: &mut BufReader<TcpStream>) -> std::result::Result<Option<Head>, String> {
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// Read one request head; `Ok(None)` on a clean EOF (or idle timeout)
+/// between requests. The head must be complete `timeout` after its first byte.
+fn read_head(
+    reader: &mut BufReader<DeadlineReader>,
+    timeout: Duration,
+) -> std::result::Result<Option<Head>, Refusal> {
+    // Wait for the first byte of the next request under the idle timeout.
+    reader.get_mut().deadline = Instant::now() + IDLE_TIMEOUT;
+    match reader.fill_buf() {
+        Ok([]) => return Ok(None),
+        Ok(_) => {}
+        Err(e) if is_timeout(&e) => return Ok(None),
+        Err(e) => return Err(refuse(0, format!("read: {e}"))),
+    }
+    reader.get_mut().deadline = Instant::now() + timeout;
     let mut line = Vec::new();
     let mut total = 0usize;
     let mut lines: Vec<String> = Vec::new();
@@ -86,19 +267,25 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> std::result::Result<Option<He
             .by_ref()
             .take((MAX_HEAD_BYTES - total + 1) as u64)
             .read_until(b'\n', &mut line)
-            .map_err(|e| format!("read: {e}"))?;
+            .map_err(|e| {
+                if is_timeout(&e) {
+                    refuse(408, format!("request head not complete within {timeout:?}"))
+                } else {
+                    refuse(0, format!("read: {e}"))
+                }
+            })?;
         if n == 0 {
-            if lines.is_empty() && total == 0 {
-                return Ok(None);
-            }
-            return Err("connection closed inside the request head".into());
+            return Err(refuse(0, "connection closed inside the request head"));
         }
         total += n;
         if total > MAX_HEAD_BYTES {
-            return Err(format!("request head larger than {MAX_HEAD_BYTES} bytes"));
+            return Err(refuse(
+                431,
+                format!("request head larger than {MAX_HEAD_BYTES} bytes"),
+            ));
         }
         let text = std::str::from_utf8(&line)
-            .map_err(|_| "request head is not UTF-8".to_string())?
+            .map_err(|_| refuse(400, "request head is not UTF-8"))?
             .trim_end_matches(['\r', '\n']);
         if text.is_empty() {
             if lines.is_empty() {
@@ -108,13 +295,21 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> std::result::Result<Option<He
         }
         lines.push(text.to_string());
     }
+    parse_head(&lines).map(Some)
+}
+
+fn parse_head(lines: &[String]) -> std::result::Result<Head, Refusal> {
     let mut parts = lines[0].split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(format!("malformed request line {:?}", lines[0]));
+        return Err(refuse(
+            400,
+            format!("malformed request line {:?}", lines[0]),
+        ));
     };
     if !version.starts_with("HTTP/1.") {
-        return Err(format!("unsupported protocol {version:?}"));
+        return Err(refuse(400, format!("unsupported protocol {version:?}")));
     }
     let mut head = Head {
         method: method.to_string(),
@@ -125,16 +320,20 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> std::result::Result<Option<He
     };
     for h in &lines[1..] {
         let Some((name, value)) = h.split_once(':') else {
-            return Err(format!("malformed header {h:?}"));
+            return Err(refuse(400, format!("malformed header {h:?}")));
         };
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
-                head.content_length = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("Content-Length {value:?} is not a number"))?,
-                )
+                let n: usize = value.parse().map_err(|_| {
+                    refuse(400, format!("Content-Length {value:?} is not a number"))
+                })?;
+                // Repeats must agree (RFC 9110 §8.6); differing ones are an
+                // attack on framing, not a choice to make for the client.
+                if head.content_length.is_some_and(|m| m != n) {
+                    return Err(refuse(400, "two different Content-Length headers"));
+                }
+                head.content_length = Some(n);
             }
             "connection" => {
                 let v = value.to_ascii_lowercase();
@@ -148,7 +347,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> std::result::Result<Option<He
             _ => {}
         }
     }
-    Ok(Some(head))
+    Ok(head)
 }
 
 /// The service plus group-commit bookkeeping. Updates are applied in memory
@@ -179,13 +378,17 @@ impl Shared {
     /// Apply one observe request and wait until it is persisted.
     fn observe(&self, body: &[u8]) -> (u16, String) {
         let mut g = self.lock();
-        let pending = match g.service.prepare(body) {
-            Ok(p) => p,
+        let (response, me) = match g.service.prepare(body) {
+            Ok(Prepared::Update(pending)) => {
+                let response = g.service.commit(pending);
+                g.applied += 1;
+                (response, g.applied)
+            }
+            // A retry: answered once everything applied so far is on disk
+            // (the original may still be in the write in progress).
+            Ok(Prepared::Replay) => (g.service.replay_response(), g.applied),
             Err(e) => return (400, error_json(&e.to_string())),
         };
-        let response = g.service.commit(pending);
-        g.applied += 1;
-        let me = g.applied;
         loop {
             if g.persisted >= me {
                 return (200, response);
@@ -222,44 +425,93 @@ impl Shared {
     }
 }
 
-fn handle_connection(stream: TcpStream, service: &Shared) -> std::io::Result<()> {
+fn handle_connection(
+    stream: TcpStream,
+    id: u64,
+    service: &Shared,
+    registry: &Registry,
+    opts: ServeOptions,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(DeadlineReader {
+        stream,
+        deadline: Instant::now(),
+    });
     let mut body = Vec::new();
     loop {
-        let head = match read_head(&mut reader) {
+        let head = match read_head(&mut reader, opts.request_timeout) {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
-            Err(msg) => {
-                return write_response(&mut writer, 400, &error_json(&msg), false);
-            }
+            Err(r) => return refuse_and_close(&mut writer, &mut reader, r),
         };
-        if head.chunked {
-            let msg = "chunked request bodies are not supported: send Content-Length";
-            return write_response(&mut writer, 411, &error_json(msg), false);
-        }
-        let len = head.content_length.unwrap_or(0);
+        let needs_body = matches!(head.method.as_str(), "POST" | "PUT" | "PATCH");
+        let len = match (head.chunked, head.content_length) {
+            (true, _) => {
+                let r = refuse(
+                    411,
+                    "chunked request bodies are not supported: send Content-Length",
+                );
+                return refuse_and_close(&mut writer, &mut reader, r);
+            }
+            (false, None) if needs_body => {
+                let r = refuse(
+                    411,
+                    format!("{} needs a Content-Length header", head.method),
+                );
+                return refuse_and_close(&mut writer, &mut reader, r);
+            }
+            (false, n) => n.unwrap_or(0),
+        };
         if len > MAX_BODY_BYTES {
-            let msg = format!("body of {len} bytes exceeds {MAX_BODY_BYTES}");
-            return write_response(&mut writer, 413, &error_json(&msg), false);
+            let r = refuse(413, format!("body of {len} bytes exceeds {MAX_BODY_BYTES}"));
+            return refuse_and_close(&mut writer, &mut reader, r);
         }
         body.resize(len, 0);
-        if reader.read_exact(&mut body).is_err() {
-            return write_response(
-                &mut writer,
-                400,
-                &error_json("body shorter than Content-Length"),
-                false,
-            );
+        reader.get_mut().deadline = Instant::now() + opts.request_timeout;
+        if let Err(e) = reader.read_exact(&mut body) {
+            let r = if is_timeout(&e) {
+                refuse(
+                    408,
+                    format!(
+                        "body shorter than Content-Length ({len} bytes) after {:?}",
+                        opts.request_timeout
+                    ),
+                )
+            } else {
+                refuse(400, "body shorter than Content-Length")
+            };
+            return refuse_and_close(&mut writer, &mut reader, r);
+        }
+        if !registry.set_busy(id, true) {
+            return Ok(()); // evicted while its request was arriving
         }
         let (status, text) = route(&head, &body, service);
         write_response(&mut writer, status, &text, head.keep_alive)?;
-        if !head.keep_alive {
+        if !head.keep_alive || !registry.set_busy(id, false) {
             return Ok(());
         }
     }
+}
+
+/// Answer a request that could not be read whole, then read and drop what
+/// the client still sends (briefly) so it gets the answer, not a reset.
+fn refuse_and_close(
+    writer: &mut TcpStream,
+    reader: &mut BufReader<DeadlineReader>,
+    r: Refusal,
+) -> std::io::Result<()> {
+    if r.status == 0 {
+        return Ok(()); // the connection itself failed: nobody to answer
+    }
+    write_response(writer, r.status, &error_json(&r.msg), false)?;
+    let _ = writer.shutdown(Shutdown::Write);
+    reader.get_mut().deadline = Instant::now() + LINGER;
+    let _ = std::io::copy(
+        &mut reader.by_ref().take(LINGER_BYTES),
+        &mut std::io::sink(),
+    );
+    Ok(())
 }
 
 fn route(head: &Head, body: &[u8], service: &Shared) -> (u16, String) {
@@ -295,8 +547,10 @@ fn write_response(
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
@@ -311,120 +565,4 @@ fn write_response(
     out.extend_from_slice(body.as_bytes());
     out.push(b'\n');
     w.write_all(&out)
-}
-
-/// A bounded loopback load generator for `bench/online_http_load.sh`: `n`
-/// keep-alive `POST /observe` requests over `connections` connections, giving up
-/// after `max_s` seconds. Refuses any address but loopback.
-pub fn load_test(
-    addr: SocketAddr,
-    domains: &[String],
-    n: usize,
-    connections: usize,
-    max_s: f64,
-) -> Result<LoadReport> {
-    if !addr.ip().is_loopback() {
-        return Err(Error::invalid(format!(
-            "load test target {addr}: only loopback addresses are allowed"
-        )));
-    }
-    let connections = connections.clamp(1, 64);
-    let per = n.div_ceil(connections);
-    let started = std::time::Instant::now();
-    let deadline = started + Duration::from_secs_f64(max_s);
-    let handles: Vec<_> = (0..connections)
-        .map(|c| {
-            let domains = domains.to_vec();
-            std::thread::spawn(move || -> std::io::Result<(usize, usize, Vec<f64>)> {
-                let mut stream = TcpStream::connect(addr)?;
-                stream.set_nodelay(true)?;
-                let mut reader = BufReader::new(stream.try_clone()?);
-                let (mut ok, mut bad) = (0usize, 0usize);
-                let mut lat = Vec::with_capacity(per);
-                let mut line = String::new();
-                for i in 0..per {
-                    if std::time::Instant::now() > deadline {
-                        break;
-                    }
-                    let losses: Vec<String> = domains
-                        .iter()
-                        .enumerate()
-                        .map(|(j, d)| format!("\"{d}\":{}", 2.0 + ((i + j + c) % 7) as f64 * 0.1))
-                        .collect();
-                    let body = format!("{{\"step\":1,\"losses\":{{{}}}}}", losses.join(","));
-                    let t0 = std::time::Instant::now();
-                    write!(
-                        stream,
-                        "POST /observe HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )?;
-                    let mut len = 0usize;
-                    let mut status = 0u16;
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line)? == 0 {
-                            return Err(std::io::Error::other("server closed the connection"));
-                        }
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
-                            status = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
-                        } else if let Some((k, v)) = l.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut buf = vec![0u8; len];
-                    reader.read_exact(&mut buf)?;
-                    lat.push(t0.elapsed().as_secs_f64());
-                    if status == 200 {
-                        ok += 1;
-                    } else {
-                        bad += 1;
-                    }
-                }
-                Ok((ok, bad, lat))
-            })
-        })
-        .collect();
-    let mut report = LoadReport::default();
-    let mut lat = Vec::new();
-    for h in handles {
-        let (ok, bad, l) = h
-            .join()
-            .map_err(|_| Error::invalid("load test thread panicked"))?
-            .map_err(|e| Error::invalid(format!("load test against {addr}: {e}")))?;
-        report.ok += ok;
-        report.errors += bad;
-        lat.extend(l);
-    }
-    report.wall_s = started.elapsed().as_secs_f64();
-    lat.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    report.p50_ms = q(0.5) * 1e3;
-    report.p99_ms = q(0.99) * 1e3;
-    Ok(report)
-}
-
-/// What [`load_test`] measured.
-#[derive(Debug, Default, Clone)]
-pub struct LoadReport {
-    pub ok: usize,
-    pub errors: usize,
-    pub wall_s: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
-impl LoadReport {
-    pub fn requests_per_s(&self) -> f64 {
-        (self.ok + self.errors) as f64 / self.wall_s.max(1e-9)
-    }
 }

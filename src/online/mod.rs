@@ -17,6 +17,7 @@ pub mod aioli;
 pub mod doremi;
 pub mod exact;
 pub mod http;
+pub mod loadgen;
 pub mod odm;
 pub mod service;
 

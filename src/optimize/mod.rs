@@ -38,7 +38,15 @@ pub struct ProposeContext<'a> {
 impl ProposeContext<'_> {
     /// The objective this context asks proposers to minimize.
     pub fn objective<'l>(&self, law: &'l dyn FittedLaw) -> Result<Objective<'l>> {
-        let mut o = Objective::new(law, self.maximize, &self.prior.align(self.domains)?);
+        let prior = self.prior.align(self.domains)?;
+        // A penalty on a spread the law does not have would silently be 0.
+        if self.spread_weight > 0.0 && law.predict_spread(prior.weights()).is_none() {
+            return Err(crate::error::Error::invalid(format!(
+                "--spread-penalty {}: this law has no uncertainty estimate (fit --law ensemble for one)",
+                self.spread_weight
+            )));
+        }
+        let mut o = Objective::new(law, self.maximize, &prior);
         o.kl_weight = self.kl_weight;
         o.spread_weight = self.spread_weight;
         Ok(o)

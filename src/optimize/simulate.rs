@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::law::FittedLaw;
 use crate::mixture::sampler::{PriorSampler, SamplerConfig};
 use crate::mixture::Mixture;
+use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct Simulate {
@@ -32,8 +33,8 @@ impl Default for Simulate {
 
 /// Candidates are drawn in this many chunks, each from its own sampler
 /// seeded by (seed, chunk), so the answer does not depend on the number of
-/// threads that score them.
-const CHUNKS: usize = 8;
+/// threads that score them; 64 keeps machines of up to 64 cores busy.
+const CHUNKS: usize = 64;
 /// Rows sampled and scored at a time within a chunk (bounds memory).
 const BATCH: usize = 8192;
 
@@ -106,34 +107,13 @@ impl Proposer for Simulate {
         let sizes: Vec<usize> = (0..CHUNKS)
             .map(|c| (c + 1) * self.n_candidates / CHUNKS - c * self.n_candidates / CHUNKS)
             .collect();
-        let threads = std::thread::available_parallelism()
-            .map(|t| t.get())
-            .unwrap_or(1)
-            .clamp(1, CHUNKS);
-        let mut results: Vec<Option<Result<TopK>>> = (0..CHUNKS).map(|_| None).collect();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (obj, prior, sizes) = (&obj, &prior, &sizes);
-                    s.spawn(move || {
-                        (t..CHUNKS)
-                            .step_by(threads)
-                            .map(|c| (c, self.chunk(obj, ctx, prior, c, sizes[c])))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for h in handles {
-                if let Ok(done) = h.join() {
-                    for (c, r) in done {
-                        results[c] = Some(r);
-                    }
-                }
-            }
-        });
+        let results: Vec<Result<TopK>> = (0..CHUNKS)
+            .into_par_iter()
+            .map(|c| self.chunk(&obj, ctx, &prior, c, sizes[c]))
+            .collect();
         let mut all = TopK::new();
         for r in results {
-            let top = r.unwrap_or_else(|| Err(Error::invalid("a simulation thread failed")))?;
+            let top = r?;
             for (score, row) in top {
                 push_top(&mut all, self.top_k, score, &row);
             }
@@ -182,6 +162,17 @@ mod tests {
         }
     }
 
+    /// A law with its minimum at (0.5, 0.3, 0.2).
+    struct Near;
+    impl FittedLaw for Near {
+        fn predict(&self, x: &[f64]) -> f64 {
+            (x[0] - 0.5).powi(2) + (x[1] - 0.3).powi(2)
+        }
+        fn params(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+
     #[test]
     fn moves_weight_toward_what_the_law_prefers() {
         let prior = Mixture::parse_spec("a=0.2,b=0.4,c=0.4").unwrap();
@@ -205,6 +196,25 @@ mod tests {
         assert!(p.mixture.weights()[0] > 0.8, "{:?}", p.mixture);
         let again = sim.propose(&Prefers0, &ctx).unwrap();
         assert_eq!(p.mixture, again.mixture, "same seed, same answer");
+        // Chunks are scored on rayon's pool: the answer must not depend on
+        // how many threads it has.
+        for threads in [1, 3] {
+            let on = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| sim.propose(&Prefers0, &ctx).unwrap());
+            assert_eq!(p.mixture, on.mixture, "{threads} thread(s)");
+            assert_eq!(p.details, on.details, "{threads} thread(s)");
+        }
+        // An interior optimum: the top candidates' average depends on which
+        // candidates were drawn, so on the seed.
+        let a = sim.propose(&Near, &ctx).unwrap();
+        assert_eq!(a.mixture, sim.propose(&Near, &ctx).unwrap().mixture);
+        let b = sim
+            .propose(&Near, &ProposeContext { seed: 4, ..ctx })
+            .unwrap();
+        assert_ne!(a.mixture, b.mixture, "another seed, other candidates");
         let ctx_max = ProposeContext {
             maximize: true,
             ..ctx

@@ -1,7 +1,7 @@
 //! Proxy presets: TOML files in `proxies/` deserialize into `ProxyConfig`
 //! (unknown fields rejected), then `check()` validates them once.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -91,7 +91,7 @@ impl ProxyConfig {
     pub fn load(arg: &str) -> Result<Self> {
         let path = Path::new(arg);
         let (text, origin) = if path.exists() || arg.ends_with(".toml") {
-            (std::fs::read_to_string(path).at(path)?, arg.to_string())
+            (crate::store::fsio::read_text(path)?, arg.to_string())
         } else if let Some(text) = builtin(arg) {
             (text.to_string(), format!("built-in preset {arg}"))
         } else {

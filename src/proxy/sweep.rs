@@ -341,6 +341,13 @@ pub fn run_sweep(
         }
         writer.append(&rec).map_err(anyhow::Error::from)
     })?;
+    // Rows went in as runs finished; the finished tables are in run-id order
+    // (also when every run was done already: a sweep killed before this).
+    // The runs table's lock is held until both are rewritten.
+    if checkpoints.take().is_some() {
+        crate::store::checkpoints::finish_sorted(&checkpoints_path(&spec.out))?;
+    }
+    writer.finish_sorted()?;
     Ok(SweepOutcome {
         owned: mine.len(),
         already_finished: mine.len() - todo.len(),

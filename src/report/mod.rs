@@ -24,9 +24,6 @@ use crate::law::cv::score_predictions;
 use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score};
 use crate::mixture::Mixture;
 use crate::store::import::from_runs_csv;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use svg::{esc, grouped_bars, lines, scatter, Series};
@@ -40,10 +37,9 @@ pub struct ReportInputs {
     pub trajectory: Option<PathBuf>,
 }
 
-/// Out-of-fold predictions for every run, recomputed like `law::cross_validate`:
-/// shuffle run indices with `seed`, fold f holds positions [f·n/k, (f+1)·n/k),
-/// fit on the rest with seed `seed + f`.
-pub fn out_of_fold(law: &LawFile, x: &[Vec<f64>], y: &[f64]) -> Result<Vec<f64>> {
+/// Out-of-fold predictions for every run, recomputed exactly as
+/// `law::cross_validate` made them (same folds, by run id and seed).
+pub fn out_of_fold(law: &LawFile, x: &[Vec<f64>], y: &[f64], ids: &[String]) -> Result<Vec<f64>> {
     let model = law_by_name_with(&law.kind, &law.hyper)?;
     let (n, k) = (x.len(), law.cv.k);
     if k < 2 || n < k {
@@ -51,20 +47,7 @@ pub fn out_of_fold(law: &LawFile, x: &[Vec<f64>], y: &[f64]) -> Result<Vec<f64>>
             "cannot recompute {k}-fold cross validation on {n} runs"
         )));
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(law.seed));
-    let mut pred = vec![f64::NAN; n];
-    for fold in 0..k {
-        let (lo, hi) = (fold * n / k, (fold + 1) * n / k);
-        let train: Vec<usize> = order[..lo].iter().chain(&order[hi..]).copied().collect();
-        let tx: Vec<Vec<f64>> = train.iter().map(|&i| x[i].clone()).collect();
-        let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
-        let fitted = model.fit(&tx, &ty, law.seed.wrapping_add(fold as u64))?;
-        for &i in &order[lo..hi] {
-            pred[i] = fitted.predict(&x[i]);
-        }
-    }
-    Ok(pred)
+    crate::law::cv::out_of_fold(model.as_ref(), x, y, ids, k, law.seed)
 }
 
 fn fmt_score(s: &Score) -> String {
@@ -122,14 +105,14 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         let points = crate::law::scaling_fit::points_from_runs(&inputs.runs, &data)?;
         crate::law::scaling_fit::out_of_fold(
             &crate::law::scaling::ScalingLaw::from_hyper(&file.hyper)?,
-            data.len(),
+            &data.ids,
             &points,
             &target,
             file.cv.k,
             file.seed,
         )?
     } else {
-        out_of_fold(file, &data.weights, &y)?
+        out_of_fold(file, &data.weights, &y, &data.ids)?
     };
     let cv = score_predictions(&oof, &y);
     let stored = file.cv.score();
@@ -376,7 +359,7 @@ mod tests {
         };
         let law = fit_law(&data, &target, &opts).unwrap();
         let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
-        let oof = out_of_fold(&law.file, &data.weights, &y).unwrap();
+        let oof = out_of_fold(&law.file, &data.weights, &y, &data.ids).unwrap();
         let s = score_predictions(&oof, &y);
         assert_eq!(s, law.file.cv.score());
     }

@@ -13,7 +13,7 @@
 use super::{parse_finite, parse_table, parse_u64};
 use crate::error::{Error, IoContext, Result};
 use crate::proxy::train::Checkpoint;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -116,6 +116,81 @@ impl CheckpointsWriter {
     }
 }
 
+/// A checkpoints table as bytes, for copying rows without re-formatting them
+/// (`merge`, and the sweep's final ordering): the header line and, per run
+/// id, the lines of its last block of rows (a run's rows go out in one
+/// write; a later block supersedes an earlier one, as `read_checkpoints`
+/// reads it).
+#[derive(Debug, Clone)]
+pub struct RawCheckpoints {
+    pub header: Vec<u8>,
+    pub runs: HashMap<String, Vec<u8>>,
+}
+
+impl RawCheckpoints {
+    /// The table holding the runs `ids`, in that order (ids without rows are
+    /// left out).
+    pub fn to_bytes<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+        let mut out = self.header.clone();
+        for id in ids {
+            if let Some(rows) = self.runs.get(id) {
+                out.extend_from_slice(rows);
+            }
+        }
+        out
+    }
+}
+
+/// The table at `path` as bytes (checked by `read_checkpoints` first), or
+/// None when the file does not exist.
+pub fn read_checkpoints_raw(path: &Path) -> Result<Option<RawCheckpoints>> {
+    if read_checkpoints(path)?.is_none() {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .at(path)?;
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut lines = bytes[..keep]
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty());
+    let header = lines.next().unwrap_or_default().to_vec();
+    let mut runs: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in lines {
+        let id = line.split(|&b| b == b',').next().unwrap_or_default();
+        let id = String::from_utf8_lossy(id).into_owned();
+        let block = runs.entry(id.clone()).or_default();
+        if current.as_deref() != Some(id.as_str()) {
+            // A new block of this run supersedes an earlier one.
+            block.clear();
+            current = Some(id);
+        }
+        block.extend_from_slice(line);
+    }
+    Ok(Some(RawCheckpoints { header, runs }))
+}
+
+/// End of a completed sweep: rewrite the table (atomically, rows' bytes
+/// unchanged) with each run's rows in run-id order, as the runs table is, so
+/// it does not depend on which worker finished first. Superseded blocks
+/// are dropped. Nothing is written when it is already in that order.
+pub fn finish_sorted(path: &Path) -> Result<()> {
+    let Some(raw) = read_checkpoints_raw(path)? else {
+        return Ok(());
+    };
+    let mut ids: Vec<&str> = raw.runs.keys().map(String::as_str).collect();
+    ids.sort_by(|a, b| super::natural_cmp(a, b));
+    let sorted = raw.to_bytes(ids);
+    let now = std::fs::read(path).at(path)?;
+    let keep = now.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if now[..keep] == sorted[..] {
+        return Ok(());
+    }
+    super::fsio::write_atomic(path, &sorted)
+}
+
 /// A checkpoints table read whole: its loss columns' domains, and each run's
 /// checkpoints (steps ascending) by run id.
 pub type CheckpointTable = (Vec<String>, BTreeMap<String, Vec<Checkpoint>>);
@@ -187,4 +262,36 @@ pub fn read_checkpoints(path: &Path) -> Result<Option<CheckpointTable>> {
         last_run = Some(run_id);
     }
     Ok(Some((domains, by_run)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_sorted_orders_runs_and_drops_superseded_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.csv.checkpoints.csv");
+        let domains = vec!["web".to_string()];
+        let ck = |steps: usize, l: f64| Checkpoint {
+            steps,
+            n_tokens: steps as u64,
+            losses: vec![l],
+        };
+        let mut w = CheckpointsWriter::open(&path, &domains).unwrap();
+        w.append("run10", &[ck(1, 3.0), ck(2, 2.5)]).unwrap();
+        w.append("run2", &[ck(1, 9.0)]).unwrap(); // killed, trained again below
+        w.append("run1", &[ck(1, 3.5), ck(2, 2.75)]).unwrap();
+        w.append("run2", &[ck(1, 3.25), ck(2, 2.0)]).unwrap();
+        drop(w);
+        let before = read_checkpoints(&path).unwrap().unwrap();
+        finish_sorted(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "run_id,steps,n_tokens,loss_web\nrun1,1,1,3.5\nrun1,2,2,2.75\nrun2,1,1,3.25\n\
+             run2,2,2,2\nrun10,1,1,3\nrun10,2,2,2.5\n"
+        );
+        assert_eq!(read_checkpoints(&path).unwrap().unwrap(), before);
+    }
 }

@@ -8,7 +8,7 @@
 //! Every error names the file and, where there is one, the line and column.
 
 use super::runs::{read_runs, FIXED_COLUMNS};
-use super::{abbreviate, meta_paths, parse_finite, read_table, Table};
+use super::{abbreviate, meta_paths, parse_finite, parse_loss, read_table, Table};
 use crate::error::{Error, IoContext, Result};
 use crate::mixture::{check_domain_name, Mixture};
 use std::collections::{BTreeMap, HashMap};
@@ -489,7 +489,7 @@ fn metrics_from_table(
     for (line, f) in &table.rows {
         values.push(
             cols.iter()
-                .map(|&c| parse_finite(path, *line, table.file_col(c), &table.header[c], &f[c]))
+                .map(|&c| parse_loss(path, *line, table.file_col(c), &table.header[c], &f[c]))
                 .collect::<Result<Vec<f64>>>()?,
         );
     }
@@ -530,7 +530,7 @@ pub fn read_sidecar(data: &Path) -> Result<Option<(std::path::PathBuf, serde_jso
     let Some(meta) = meta_paths(data).into_iter().find(|m| m.is_file()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&meta).at(&meta)?;
+    let text = super::fsio::read_text(&meta)?;
     let value = serde_json::from_str(&text)
         .map_err(|e| Error::parse(&meta, e.line(), format!("not JSON: {e}")))?;
     Ok(Some((meta, value)))

@@ -10,6 +10,7 @@
 //! file, line and column, and hashing a source file for provenance.
 
 pub mod checkpoints;
+pub mod fsio;
 pub mod import;
 pub(crate) mod parquet;
 pub mod runs;
@@ -222,6 +223,30 @@ pub(crate) fn parse_finite(
     Ok(v)
 }
 
+/// Parse one cell as a loss: finite and not negative (a mean token
+/// cross-entropy in nats cannot be below 0; a negative one is a sign flip or
+/// a different metric, and would silently bend the fitted law).
+pub(crate) fn parse_loss(
+    path: &Path,
+    line: usize,
+    col: usize,
+    name: &str,
+    cell: &str,
+) -> Result<f64> {
+    let v = parse_finite(path, line, col, name, cell)?;
+    if v < 0.0 {
+        return Err(Error::parse(
+            path,
+            line,
+            format!(
+                "column {} ({name}): loss {cell} is negative; losses are cross-entropies in nats (>= 0)",
+                col + 1
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// Parse one cell as an f64 (NaN and inf pass; callers decide).
 pub(crate) fn parse_number(
     path: &Path,
@@ -277,6 +302,46 @@ pub fn meta_paths(runs: &Path) -> [PathBuf; 2] {
     [PathBuf::from(appended), runs.with_extension("meta.json")]
 }
 
+/// Order of run ids: digit runs compare as numbers (`run2` < `run10`, `9` <
+/// `10`), everything else byte-wise; ids equal that way (`run07`, `run7`)
+/// fall back to plain byte order, so the order is total. A sweep's ids
+/// (`run00000`, …) and RegMix's indices (`0`, `1`, …) come out in the order
+/// they were made. Tables, merges and cross-validation folds all use it, so
+/// results never depend on the order rows happened to be written in.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() && j < y.len() {
+        if x[i].is_ascii_digit() && y[j].is_ascii_digit() {
+            let si = i;
+            while i < x.len() && x[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < y.len() && y[j].is_ascii_digit() {
+                j += 1;
+            }
+            // Compare the digit runs as numbers of any length: strip leading
+            // zeros, then the longer is larger, then byte order.
+            let trim = |d: &[u8]| -> usize { d.iter().take_while(|&&c| c == b'0').count() };
+            let (dx, dy) = (&x[si..i], &y[sj..j]);
+            let (dx, dy) = (&dx[trim(dx)..], &dy[trim(dy)..]);
+            let ord = dx.len().cmp(&dy.len()).then_with(|| dx.cmp(dy));
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        } else {
+            if x[i] != y[j] {
+                return x[i].cmp(&y[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (x.len() - i).cmp(&(y.len() - j)).then_with(|| a.cmp(b))
+}
+
 /// `a, b, c, … (N in all)` for long lists in error messages.
 pub(crate) fn abbreviate(names: &[String], max: usize) -> String {
     if names.len() <= max {
@@ -326,6 +391,21 @@ mod tests {
         assert!(parse_finite(p, 7, 2, "x", "NaN").is_err());
         assert!(parse_finite(p, 7, 2, "x", "inf").is_err());
         assert_eq!(parse_finite(p, 7, 2, "x", "1e-3").unwrap(), 1e-3);
+    }
+
+    #[test]
+    fn run_ids_sort_naturally_and_totally() {
+        let mut ids = vec![
+            "run10", "run2", "run00001", "10", "9", "b", "a10", "a9", "run1", "run01",
+        ];
+        ids.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            ids,
+            ["9", "10", "a9", "a10", "b", "run00001", "run01", "run1", "run2", "run10"]
+        );
+        let mut big = vec!["run100000", "run99999", "run00000"];
+        big.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(big, ["run00000", "run99999", "run100000"]);
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! every finished row plus at most one partial last line (no trailing
 //! newline). Readers ignore such a torn line; `RunsWriter::open` truncates it
 //! away before appending, so a killed sweep loses at most the run in progress.
+//!
+//! One writer: `RunsWriter::open` locks the table (`store::fsio`) and a second
+//! writer of the same file is refused, so two sweeps on one `--out` cannot
+//! both train and append every run. The lock dies with its process.
 
-use super::{parse_finite, parse_table_checked, parse_u64, Table};
+use super::{parse_finite, parse_loss, parse_table_checked, parse_u64, Table};
 use crate::error::{Error, IoContext, Result};
 use crate::mixture::{check_domain_name, Mixture};
 use std::fs::{File, OpenOptions};
@@ -95,6 +99,8 @@ pub struct RunRecord {
 pub struct RunsWriter {
     path: PathBuf,
     file: File,
+    /// The handle holding the table's exclusive lock (kept open for it).
+    _lock: File,
     layout: RunsLayout,
     /// Length of the file up to the last finished row: a failed write is
     /// truncated back to it so later rows never follow a torn line.
@@ -141,6 +147,12 @@ impl RunsWriter {
             .truncate(false)
             .open(path)
             .at(path)?;
+        super::fsio::try_lock_file(
+            &file,
+            path,
+            "sweep (or merge)",
+            "wait for it to finish, or give this one another --out",
+        )?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).at(path)?;
         let keep = finished_len(&bytes);
@@ -168,7 +180,7 @@ impl RunsWriter {
             file.set_len(keep as u64).at(path)?;
             file.sync_data().at(path)?;
         }
-        drop(file);
+        let lock = file;
         let mut file = OpenOptions::new().append(true).open(path).at(path)?;
         let mut len = keep as u64;
         if keep == 0 {
@@ -177,13 +189,14 @@ impl RunsWriter {
             file.sync_data().at(path)?;
             len = line.len() as u64;
             if created {
-                sync_parent(path);
+                super::fsio::sync_dir(super::fsio::parent_dir(path))?;
             }
         }
         Ok((
             RunsWriter {
                 path: path.to_path_buf(),
                 file,
+                _lock: lock,
                 layout: layout.clone(),
                 len,
             },
@@ -216,6 +229,24 @@ impl RunsWriter {
         }
         self.len += line.len() as u64;
         Ok(())
+    }
+
+    /// End of a completed sweep: put the rows in run-id order, so the table
+    /// does not depend on which worker finished first. The rows' bytes are
+    /// kept; the file is replaced atomically (old order or new, never a mix)
+    /// and only when out of order.
+    pub fn finish_sorted(self) -> Result<()> {
+        let mut bytes = Vec::new();
+        File::open(&self.path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .at(&self.path)?;
+        let mut table = raw_table(&self.path, &bytes)?;
+        if table.is_sorted_by_run_id() {
+            return Ok(());
+        }
+        table.sort_by_run_id();
+        // Still holding the lock on the old file while the new one replaces it.
+        super::fsio::write_atomic(&self.path, &table.to_bytes())
     }
 
     fn format_row(&self, rec: &RunRecord) -> Result<Vec<u8>> {
@@ -255,7 +286,7 @@ impl RunsWriter {
             )));
         }
         for (d, l) in metrics.iter().zip(&rec.losses) {
-            if !l.is_finite() {
+            if !(l.is_finite() && *l >= 0.0) {
                 return Err(Error::invalid(format!("{what}: loss of {d:?} is {l}")));
             }
         }
@@ -290,7 +321,8 @@ pub fn read_runs(path: &Path) -> Result<(RunsLayout, Vec<RunRecord>)> {
         // the same columns, the same checks.
         let table = super::parquet::read(path)?;
         let layout = header_layout(path, &table.header)?;
-        return runs_from_table(path, table, layout);
+        let (layout, rows) = runs_from_table(path, table, layout)?;
+        return Ok((layout, rows.into_iter().map(|(_, r)| r).collect()));
     }
     let mut bytes = Vec::new();
     File::open(path)
@@ -301,6 +333,99 @@ pub fn read_runs(path: &Path) -> Result<(RunsLayout, Vec<RunRecord>)> {
         return Err(Error::parse(path, 0, "empty runs table: no header line"));
     }
     parse_runs(path, &bytes[..keep])
+}
+
+/// A runs table as its exact bytes: the header line and each finished row's
+/// line (newline included) beside its parsed record. `merge` and the sweep's
+/// final ordering copy these bytes, so a row is never re-formatted (weights
+/// read back are renormalized, which can move them by an ulp).
+#[derive(Debug, Clone)]
+pub struct RawTable {
+    pub layout: RunsLayout,
+    pub header: Vec<u8>,
+    pub rows: Vec<RawRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    pub record: RunRecord,
+    pub line: Vec<u8>,
+}
+
+impl RawTable {
+    /// Rows in run-id order (`natural_cmp`; stable, so rows of one id keep
+    /// their order).
+    pub fn sort_by_run_id(&mut self) {
+        self.rows
+            .sort_by(|a, b| super::natural_cmp(&a.record.run_id, &b.record.run_id));
+    }
+
+    /// Whether the rows are already in run-id order.
+    pub fn is_sorted_by_run_id(&self) -> bool {
+        self.rows
+            .windows(2)
+            .all(|w| super::natural_cmp(&w[0].record.run_id, &w[1].record.run_id).is_le())
+    }
+
+    /// The table's bytes: header, then each row as read.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.header.clone();
+        for r in &self.rows {
+            out.extend_from_slice(&r.line);
+        }
+        out
+    }
+}
+
+/// Read a runs table keeping every line's bytes (see `RawTable`).
+pub fn read_runs_raw(path: &Path) -> Result<RawTable> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .at(path)?;
+    raw_table(path, &bytes)
+}
+
+fn raw_table(path: &Path, bytes: &[u8]) -> Result<RawTable> {
+    let keep = finished_len(bytes);
+    if keep == 0 {
+        return Err(Error::parse(path, 0, "empty runs table: no header line"));
+    }
+    let bytes = &bytes[..keep];
+    let (layout, records) = parse_runs_at(path, bytes)?;
+    // Line i (1-based) is lines[i - 1]; rows never span lines (the writer
+    // refuses control characters in every field).
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let header_line = lines
+        .iter()
+        .position(|l| !l.trim_ascii().is_empty())
+        .ok_or_else(|| Error::parse(path, 0, "empty runs table: no header line"))?;
+    let non_blank = lines[header_line + 1..]
+        .iter()
+        .filter(|l| !l.trim_ascii().is_empty())
+        .count();
+    if non_blank != records.len() {
+        return Err(Error::parse(
+            path,
+            0,
+            "a row spans several lines (a quoted field holds a line break)",
+        ));
+    }
+    let mut rows = Vec::with_capacity(records.len());
+    for (line, record) in records {
+        let text = lines
+            .get(line.wrapping_sub(1))
+            .ok_or_else(|| Error::parse(path, line, "row past the end of the file"))?;
+        rows.push(RawRow {
+            record,
+            line: text.to_vec(),
+        });
+    }
+    Ok(RawTable {
+        layout,
+        header: lines[header_line].to_vec(),
+        rows,
+    })
 }
 
 fn check_domains(layout: &RunsLayout) -> Result<()> {
@@ -328,13 +453,25 @@ fn header_layout(path: &Path, h: &[String]) -> Result<RunsLayout> {
         )));
     }
     let rest = &h[nf..];
+    if let Some((i, col)) = rest
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !(c.starts_with("w_") || c.starts_with("loss_")))
+    {
+        return Err(bad(format!(
+            "column {} is {col:?}: after {} a runs table has only w_<domain> and loss_<domain> columns",
+            nf + i + 1,
+            FIXED_COLUMNS.join(",")
+        )));
+    }
     let n = rest.iter().take_while(|c| c.starts_with("w_")).count();
     if n == 0 || rest.len() < 2 * n {
-        return Err(bad(
+        let w = rest.iter().filter(|c| c.starts_with("w_")).count();
+        return Err(bad(format!(
             "a runs table has one w_<domain> and one loss_<domain> column per training domain, \
-             then loss_<domain> per evaluation-only domain"
-                .into(),
-        ));
+             then loss_<domain> per evaluation-only domain; this header has {w} w_ and {} loss_ columns",
+            rest.len() - w
+        )));
     }
     let mut layout = RunsLayout {
         domains: Vec::with_capacity(n),
@@ -365,6 +502,14 @@ fn header_layout(path: &Path, h: &[String]) -> Result<RunsLayout> {
 }
 
 fn parse_runs(path: &Path, bytes: &[u8]) -> Result<(RunsLayout, Vec<RunRecord>)> {
+    let (layout, rows) = parse_runs_at(path, bytes)?;
+    Ok((layout, rows.into_iter().map(|(_, r)| r).collect()))
+}
+
+/// As `parse_runs`, each record with the 1-based line it is on.
+type LinedRecords = Vec<(usize, RunRecord)>;
+
+fn parse_runs_at(path: &Path, bytes: &[u8]) -> Result<(RunsLayout, LinedRecords)> {
     let (table, layout) = parse_table_checked(path, bytes, |h| header_layout(path, h))?;
     runs_from_table(path, table, layout)
 }
@@ -373,7 +518,7 @@ fn runs_from_table(
     path: &Path,
     table: Table,
     layout: RunsLayout,
-) -> Result<(RunsLayout, Vec<RunRecord>)> {
+) -> Result<(RunsLayout, LinedRecords)> {
     let Table {
         header,
         rows,
@@ -403,35 +548,26 @@ fn runs_from_table(
         }
         let mut losses = Vec::with_capacity(n_metrics);
         for c in nf + n..nf + n + n_metrics {
-            losses.push(parse_finite(path, line, c, &header[c], &f[c])?);
+            losses.push(parse_loss(path, line, c, &header[c], &f[c])?);
         }
         let mixture = Mixture::new_in(layout.domains.clone(), weights, "mixture")
             .map_err(|e| Error::parse(path, line, e.to_string()))?;
-        records.push(RunRecord {
-            run_id: f[0].clone(),
-            seed,
-            proxy: f[2].clone(),
-            n_tokens,
-            wall_s,
-            config_hash: f[5].clone(),
-            version: f[6].clone(),
-            mixture,
-            losses,
-        });
+        records.push((
+            line,
+            RunRecord {
+                run_id: f[0].clone(),
+                seed,
+                proxy: f[2].clone(),
+                n_tokens,
+                wall_s,
+                config_hash: f[5].clone(),
+                version: f[6].clone(),
+                mixture,
+                losses,
+            },
+        ));
     }
     Ok((layout, records))
-}
-
-/// Make a newly created file's directory entry durable (best effort: not
-/// every platform can open a directory).
-fn sync_parent(path: &Path) {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]
