@@ -8,7 +8,7 @@
 # Usage: bash bench/regmix_fit.sh        (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${REGMIX_DATA:-../shared/data/regmix}
+DATA=${REGMIX_DATA:-tests/data/regmix}
 VENV=${BENCH_VENV:-/tmp/mixopt-bench-venv}
 TARGET=metric/the_pile_pile_cc_val_loss
 

@@ -1,5 +1,5 @@
 //! `mixopt fit` and `mixopt predict` driven as a user would: on RegMix's
-//! published 1M-proxy runs (shared/data/regmix), on a sweep runs table, and
+//! published 1M-proxy runs (tests/data/regmix), on a sweep runs table, and
 //! on crafted bad inputs that must fail with a message naming file/line/field.
 
 use assert_cmd::Command;
@@ -8,7 +8,7 @@ use mixopt::store::{RunRecord, RunsWriter};
 use mixopt::Mixture;
 use std::path::{Path, PathBuf};
 
-const REGMIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/regmix");
+const REGMIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/regmix");
 const PILE_CC: &str = "metric/the_pile_pile_cc_val_loss";
 
 fn regmix(name: &str) -> PathBuf {

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use std::path::{Path, PathBuf};
 
-const REGMIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/regmix");
+const REGMIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/regmix");
 const PILE_CC: &str = "metric/the_pile_pile_cc_val_loss";
 const DOMAINS: [&str; 4] = ["a", "b", "c", "d"];
 

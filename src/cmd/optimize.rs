@@ -65,7 +65,7 @@ pub struct Args {
     pub kl_prior: f64,
     /// Trust region: keep KL(w‖prior) at most this (`none`: no limit). Laws
     /// extrapolate badly far from the prior: on the real 10-domain corpus
-    /// KL 0.05 won on the 8×-token target model and KL 0.2 already lost
+    /// KL 0.05 beat natural on the 8×-token target model, KL 0.2 lost to it
     /// (docs/benchmarks.md, "End to end").
     #[arg(long, default_value = "0.05", value_parser = parse_radius)]
     pub trust_kl: Radius,

@@ -4,7 +4,7 @@
 //! weight and extrapolates badly far from it: on the real 10-domain corpus a
 //! scale-aware law's unconstrained optimum (KL ≈ 0.9 from the natural
 //! shares) lost to natural on the 8×-token target model, KL ≈ 0.2 still lost,
-//! KL ≈ 0.05 won on 3 seeds of 3 (docs/benchmarks.md). The radius is a
+//! KL ≈ 0.05 beat natural on 3 seeds of 3 (uniform on 2) (docs/benchmarks.md). The radius is a
 //! constraint rather than a penalty weight so it means the same whatever the
 //! target's units. It is enforced through the proposers' own KL penalty: the
 //! smallest extra λ whose optimum lies inside the ball, found by bisection on
