@@ -381,29 +381,45 @@ pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<Lo
     let xs: Vec<Vec<f64>> = by_id.iter().map(|&i| data.weights[i].clone()).collect();
     let ys: Vec<f64> = by_id.iter().map(|&i| y[i]).collect();
     let fitted = law.fit(&xs, &ys, opts.seed)?;
-    let prior = data.mean_mixture()?;
-    let file = LawFile {
-        format: LAW_FORMAT,
-        kind: law.kind().to_string(),
-        domains: data.domains.clone(),
-        target: target.spec().to_string(),
-        params: fitted.params(),
-        hyper: opts.hyper.clone(),
-        cv,
-        test: None,
-        n_runs: data.len(),
-        prior: Some(prior.iter().map(|(d, w)| (d.to_string(), w)).collect()),
-        seed: opts.seed,
-        source: Vec::new(),
-        mixopt_version: crate::VERSION.to_string(),
-        noise: None,
-        target_range: range(&y),
-        at_tokens: None,
-        proxy_tokens: None,
-        extrapolation: None,
-        reuse: None,
-    };
+    let file = LawFile::fitted_on(law.kind(), data, target, fitted.params(), opts, cv, &y)?;
     Ok(LoadedLaw { file, fitted })
+}
+
+impl LawFile {
+    /// The law.json of a law of `kind` fitted on `data`'s runs (targets `y`),
+    /// before any scale, noise or reuse fields are filled in.
+    pub(crate) fn fitted_on(
+        kind: &str,
+        data: &RunsData,
+        target: &Target,
+        params: serde_json::Value,
+        opts: &FitOptions,
+        cv: CvReport,
+        y: &[f64],
+    ) -> Result<LawFile> {
+        let prior = data.mean_mixture()?;
+        Ok(LawFile {
+            format: LAW_FORMAT,
+            kind: kind.to_string(),
+            domains: data.domains.clone(),
+            target: target.spec().to_string(),
+            params,
+            hyper: opts.hyper.clone(),
+            cv,
+            test: None,
+            n_runs: data.len(),
+            prior: Some(prior.iter().map(|(d, w)| (d.to_string(), w)).collect()),
+            seed: opts.seed,
+            source: Vec::new(),
+            mixopt_version: crate::VERSION.to_string(),
+            noise: None,
+            target_range: range(y),
+            at_tokens: None,
+            proxy_tokens: None,
+            extrapolation: None,
+            reuse: None,
+        })
+    }
 }
 
 /// Lowest and highest value (None when empty).

@@ -8,7 +8,7 @@
 
 use super::cv::{cv_report, folds, rest, score_predictions};
 use super::scaling::{fit_scaling, FittedScaling, ScalePoints, ScalingLaw};
-use super::{FitOptions, FittedLaw, Hyper, LawFile, LoadedLaw, MixingLaw, Target, LAW_FORMAT};
+use super::{FitOptions, FittedLaw, Hyper, LawFile, LoadedLaw, MixingLaw, Target};
 use crate::error::{Error, Result};
 use crate::store::{checkpoints_path, read_checkpoints, read_runs, RunsData};
 use std::collections::HashMap;
@@ -172,28 +172,10 @@ pub fn fit_scaling_law(
     };
 
     let fitted: FittedScaling = fit_scaling(&law, points, target, at)?;
-    let prior = data.mean_mixture()?;
-    let file = LawFile {
-        format: LAW_FORMAT,
-        kind: "scaling".to_string(),
-        domains: data.domains.clone(),
-        target: target.spec().to_string(),
-        params: fitted.params(),
-        hyper: opts.hyper.clone(),
-        cv,
-        test: None,
-        n_runs: data.len(),
-        prior: Some(prior.iter().map(|(d, w)| (d.to_string(), w)).collect()),
-        seed: opts.seed,
-        source: Vec::new(),
-        mixopt_version: crate::VERSION.to_string(),
-        noise: None,
-        target_range: super::range(&y),
-        at_tokens: Some(at),
-        proxy_tokens: Some(proxy_tokens),
-        extrapolation,
-        reuse: None,
-    };
+    let mut file = LawFile::fitted_on("scaling", data, target, fitted.params(), opts, cv, &y)?;
+    file.at_tokens = Some(at);
+    file.proxy_tokens = Some(proxy_tokens);
+    file.extrapolation = extrapolation;
     Ok(LoadedLaw {
         file,
         fitted: Box::new(fitted),
