@@ -182,36 +182,10 @@ fn split_role(file_name: &str) -> Option<&'static str> {
     })
 }
 
-/// The files of `dir` (not below it) named as val shards, when there are
-/// such files but none named as train shards.
-fn val_only_in(dir: &Path) -> Option<Vec<PathBuf>> {
-    let (mut train, mut val) = (0usize, Vec::new());
-    for path in std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-    {
-        if !path.is_file() || Format::of(&path).is_none() {
-            continue;
-        }
-        match path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(split_role)
-        {
-            Some("train") => train += 1,
-            Some(_) => val.push(path),
-            None => {}
-        }
-    }
-    val.sort();
-    (train == 0 && !val.is_empty()).then_some(val)
-}
-
-/// The files of `dir` (not below it) named as train and val shards, when there
-/// are both (any supported extension).
-fn presplit_in(dir: &Path) -> Option<DomainFiles> {
-    let mut train = Vec::new();
-    let mut val = Vec::new();
+/// The supported files of `dir` (not below it) named as train and as val
+/// shards, each sorted.
+fn shards_in(dir: &Path) -> Option<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut train, mut val) = (Vec::new(), Vec::new());
     for path in std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -229,12 +203,21 @@ fn presplit_in(dir: &Path) -> Option<DomainFiles> {
             None => {}
         }
     }
-    if train.is_empty() || val.is_empty() {
-        return None;
-    }
     train.sort();
     val.sort();
-    Some(DomainFiles::Presplit { train, val })
+    Some((train, val))
+}
+
+/// The val shards of `dir`, when there are such files but no train shards.
+fn val_only_in(dir: &Path) -> Option<Vec<PathBuf>> {
+    let (train, val) = shards_in(dir)?;
+    (train.is_empty() && !val.is_empty()).then_some(val)
+}
+
+/// The train and val shards of `dir`, when there are both (any supported extension).
+fn presplit_in(dir: &Path) -> Option<DomainFiles> {
+    let (train, val) = shards_in(dir)?;
+    (!train.is_empty() && !val.is_empty()).then_some(DomainFiles::Presplit { train, val })
 }
 
 /// Every supported, non-hidden file below `dir` (other files are ignored, so a
