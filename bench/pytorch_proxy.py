@@ -34,7 +34,18 @@ def ensure_torch():
         return importlib.import_module("torch")
 
 
+def describe():
+    """One JSON line: torch's version and the CPU kernels it dispatches to."""
+    torch = ensure_torch()
+    print(json.dumps({
+        "impl": "pytorch " + torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }))
+
+
 def main():
+    if sys.argv[1:] == ["--describe"]:
+        return describe()
     p = argparse.ArgumentParser()
     for name, typ in [("vocab", int), ("n_layers", int), ("d_model", int), ("n_heads", int),
                       ("d_ff", int), ("seq_len", int), ("batch_size", int), ("steps", int),
@@ -145,6 +156,7 @@ def main():
         "ms_per_step": 1000 * dt / a.steps,
         "peak_rss_mib": peak_rss_mib(),
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }))
 
 

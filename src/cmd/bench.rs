@@ -41,6 +41,10 @@ pub struct SweepBench {
     /// Workers of the concurrent sweep (default: number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Optimizer steps per run instead of the preset's (large presets take
+    /// minutes a run; runs/hour is then for this many steps).
+    #[arg(long)]
+    pub steps: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -96,6 +100,10 @@ pub struct TrainBench {
     /// Where mixopt's proxy trains: cpu, or cuda:N (build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The fused kernels' instruction set: auto (the best the CPU has),
+    /// baseline, avx2 or avx512 — to measure what each buys.
+    #[arg(long, default_value = "auto")]
+    pub kernels: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -128,6 +136,23 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let scratch = std::env::temp_dir().join(format!("mixopt-bench-sweep-{}", std::process::id()));
+    let mut proxy = ProxyConfig::load(&b.proxy)?;
+    if let Some(steps) = b.steps {
+        anyhow::ensure!(steps > 0, "--steps must be > 0");
+        proxy.n_steps = steps;
+        proxy.warmup_steps = proxy.warmup_steps.min(steps);
+        proxy.check()?;
+    }
+    let tokens_per_run = (proxy.n_steps * proxy.batch_size * proxy.seq_len) as f64;
+    println!("cpu: {}", cpu_description());
+    println!(
+        "bench sweep: proxy {}, {} runs of {} steps ({} tokens each), {jobs} cores; mixopt: {}",
+        proxy.name,
+        b.runs,
+        proxy.n_steps,
+        tokens_per_run,
+        mixopt_kernels("cpu")
+    );
     let result = (|| {
         let cache = scratch_cache(&scratch)?;
         let mut secs = Vec::new();
@@ -141,7 +166,7 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
             let started = Instant::now();
             crate::cmd::sweep::run_spec(&crate::proxy::sweep::SweepSpec {
                 cache: cache.clone(),
-                proxy: crate::proxy::ProxyConfig::load(&b.proxy)?,
+                proxy: proxy.clone(),
                 runs: b.runs,
                 seed: 0,
                 seeds: crate::proxy::sweep::SeedMode::PerRun,
@@ -158,9 +183,10 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
             })?;
             let s = started.elapsed().as_secs_f64();
             println!(
-                "{label:<13} {j} worker(s) × {threads} thread(s): {} runs in {s:.1} s = {:.3} runs/s",
+                "{label:<13} {j} worker(s) × {threads} thread(s): {} runs in {s:.1} s = {:.0} runs/hour, {:.0} tokens/s",
                 b.runs,
-                b.runs as f64 / s
+                b.runs as f64 / s * 3600.0,
+                b.runs as f64 * tokens_per_run / s
             );
             secs.push((losses_by_run(&out)?, s));
         }
@@ -225,6 +251,10 @@ fn bench_train(b: TrainBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.threads > 0, "--threads must be > 0");
     anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
     crate::cmd::train::set_threads(1);
+    if b.kernels != "auto" {
+        crate::proxy::ops::set_kernel_isa(crate::proxy::ops::KernelIsa::parse(&b.kernels)?)
+            .context("--kernels")?;
+    }
     let mut cfg = ProxyConfig::load(&b.proxy)?;
     cfg.n_steps = b.warmup_steps + b.steps;
     cfg.warmup_steps = cfg.warmup_steps.min(cfg.n_steps);
@@ -256,8 +286,14 @@ fn measure_all(
         cfg.name, cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.batch_size, cfg.seq_len,
         cache.vocab_size(), b.threads, b.steps, b.warmup_steps, flops / 1e6
     );
+    println!("cpu: {}", cpu_description());
+    println!("mixopt: {}", mixopt_kernels(&b.device));
     if b.vs_pytorch {
-        println!("PyTorch attention: {}", b.pytorch_attention.name());
+        println!(
+            "pytorch: {}, {} attention",
+            describe_pytorch(b)?,
+            b.pytorch_attention.name()
+        );
     }
     println!(
         "{:<10} {:>4} {:>12} {:>10} {:>9} {:>10}",
@@ -289,6 +325,95 @@ fn measure_all(
         println!("ratio mixopt/pytorch tokens/s = {:.2}", m / p);
     }
     Ok(())
+}
+
+/// The CPU's model name and the vector instruction sets that matter here.
+pub fn cpu_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    #[cfg(target_arch = "x86_64")]
+    let isa = {
+        let has = |yes: bool, name: &'static str| yes.then_some(name);
+        [
+            has(std::arch::is_x86_feature_detected!("avx2"), "avx2"),
+            has(std::arch::is_x86_feature_detected!("fma"), "fma"),
+            has(std::arch::is_x86_feature_detected!("avx512f"), "avx512f"),
+            has(std::arch::is_x86_feature_detected!("avx512bw"), "avx512bw"),
+            has(
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+                "avx512vnni",
+            ),
+            has(
+                std::arch::is_x86_feature_detected!("avx512bf16"),
+                "avx512bf16",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ")
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let isa = String::new();
+    format!("{model} [{isa}]")
+}
+
+/// What mixopt's CPU step runs on: gemm's microkernels (it picks AVX-512
+/// when the CPU has avx512f — the `x86-v4` feature — else FMA) and the fused
+/// kernels' set.
+fn mixopt_kernels(device: &str) -> String {
+    if device != "cpu" {
+        return format!("device {device}");
+    }
+    #[cfg(target_arch = "x86_64")]
+    let gemm = if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512f"
+    } else if std::arch::is_x86_feature_detected!("fma") {
+        "fma (avx2)"
+    } else {
+        "scalar"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let gemm = "neon or scalar";
+    format!(
+        "gemm microkernels {gemm}, fused kernels {}",
+        crate::proxy::ops::KernelIsa::active().name()
+    )
+}
+
+/// The reference side: torch's version and `get_cpu_capability()`.
+fn describe_pytorch(b: &TrainBench) -> anyhow::Result<String> {
+    let out = std::process::Command::new(&b.python)
+        .arg(&b.pytorch_script)
+        .arg("--describe")
+        .output()
+        .with_context(|| format!("running {} {}", b.python, b.pytorch_script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} --describe failed: {}",
+        b.pytorch_script.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("{} --describe: no JSON line", b.pytorch_script.display()))?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+    Ok(format!(
+        "{}, cpu capability {}",
+        field("impl"),
+        field("cpu_capability")
+    ))
 }
 
 fn print_row(name: &str, rep: usize, f: &Figures, flops: f64) {

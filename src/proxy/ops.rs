@@ -11,7 +11,8 @@
 //! composition, forward and gradient.
 //!
 //! The kernels share `fast_exp` (a vectorizable `e^x`), lane-parallel
-//! reductions, and `wide` (the hot loop compiled for AVX2 when the CPU has it).
+//! reductions, and `wide` (the hot loop compiled for AVX2 and AVX-512, the best
+//! the CPU has picked at run time).
 //!
 //! CPU only: on other devices the model uses the unfused ops.
 
@@ -147,17 +148,118 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + fast_exp(-x))
 }
 
-/// Runs `f` compiled for AVX2 (8-wide vectors) when the CPU has it; the
-/// release build targets baseline x86-64, whose auto-vectorized loops are
-/// 4-wide SSE2 (`perf`: the kernels here went from ~19% to ~14% of a tiny
-/// step). `f` should be an `#[inline(always)]` closure holding the whole hot
-/// loop, its helpers `#[inline(always)]` too and no out-of-line calls (hence
-/// `push_all` over `Vec::extend`): only code inlined into the AVX2 function is
-/// compiled for AVX2.
+/// The instruction set the fused kernels' hot loops run with. The release
+/// build targets baseline x86-64 (4-wide SSE2), so one binary serves every
+/// x86-64 CPU; `wide` recompiles each hot loop for AVX2 and for AVX-512 and
+/// picks the best the CPU has, once per process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KernelIsa {
+    /// Whatever the build targets (SSE2 on x86-64, NEON on aarch64).
+    Baseline,
+    /// 8-wide `ymm` vectors.
+    Avx2,
+    /// 16-wide `zmm` vectors (`avx512f`).
+    Avx512,
+}
+
+impl KernelIsa {
+    pub const ALL: [KernelIsa; 3] = [KernelIsa::Baseline, KernelIsa::Avx2, KernelIsa::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelIsa::Baseline => "baseline",
+            KernelIsa::Avx2 => "avx2",
+            KernelIsa::Avx512 => "avx512",
+        }
+    }
+
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|isa| isa.name() == s)
+            .ok_or_else(|| {
+                anyhow::anyhow!("unknown kernel set {s:?}: expected baseline, avx2 or avx512")
+            })
+    }
+
+    /// Whether this CPU can run the kernels compiled for `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            KernelIsa::Baseline => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            KernelIsa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest kernel set this CPU supports.
+    pub fn best() -> Self {
+        *BEST.get_or_init(|| {
+            Self::ALL
+                .into_iter()
+                .rev()
+                .find(|isa| isa.supported())
+                .unwrap_or(KernelIsa::Baseline)
+        })
+    }
+
+    /// The kernel set in use on this thread: a test's `with_kernel_isa`, else
+    /// the process-wide choice (`set_kernel_isa`), else `best()`.
+    pub fn active() -> Self {
+        FORCED
+            .with(|f| f.get())
+            .or_else(|| CHOSEN.get().copied())
+            .unwrap_or_else(Self::best)
+    }
+}
+
+static BEST: std::sync::OnceLock<KernelIsa> = std::sync::OnceLock::new();
+static CHOSEN: std::sync::OnceLock<KernelIsa> = std::sync::OnceLock::new();
+thread_local! {
+    static FORCED: std::cell::Cell<Option<KernelIsa>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fixes the process's kernel set (e.g. `bench train --kernels avx2` to
+/// measure what AVX-512 buys); the first call wins. Errors when the CPU
+/// cannot run it.
+pub fn set_kernel_isa(isa: KernelIsa) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        isa.supported(),
+        "this CPU cannot run the {} kernels (best here: {})",
+        isa.name(),
+        KernelIsa::best().name()
+    );
+    let _ = CHOSEN.set(isa);
+    Ok(())
+}
+
+/// Runs `f` with this thread's kernels forced to `isa` (tests compare the
+/// dispatch paths with each other). `None` when the CPU cannot run `isa`.
+pub fn with_kernel_isa<R>(isa: KernelIsa, f: impl FnOnce() -> R) -> Option<R> {
+    if !isa.supported() {
+        return None;
+    }
+    let before = FORCED.with(|c| c.replace(Some(isa)));
+    let out = f();
+    FORCED.with(|c| c.set(before));
+    Some(out)
+}
+
+/// Runs `f` compiled for the active kernel set (`KernelIsa::active`). `f`
+/// should be an `#[inline(always)]` closure holding the whole hot loop, its
+/// helpers `#[inline(always)]` too and no out-of-line calls (hence `push_all`
+/// over `Vec::extend`): only code inlined into the wrapper is compiled for the
+/// wider vectors. (`perf`, AVX2 on AMD EPYC: the kernels here went from ~19%
+/// to ~14% of a tiny step.)
 ///
-/// The result is bit-identical either way: only AVX2 is enabled, not FMA, so
-/// every multiply and add still rounds separately, and the reductions above
-/// keep their fixed lane order whatever the vector width.
+/// The result is bit-identical on every path: Rust never contracts a
+/// multiply and an add into an FMA on its own (AVX-512 implies FMA), so
+/// every operation still rounds separately, and the reductions above keep
+/// their fixed `LANES` order whatever the vector width
+/// (`kernel_sets_agree_bit_for_bit`).
 #[inline(always)]
 fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -166,9 +268,17 @@ fn wide<R>(f: impl FnOnce() -> R) -> R {
         fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2(f) };
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match KernelIsa::active() {
+            // SAFETY: `active` only yields sets `supported` by this CPU
+            // (`best` checks, `set_kernel_isa` and `with_kernel_isa` refuse others).
+            KernelIsa::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above.
+            KernelIsa::Avx2 => return unsafe { avx2(f) },
+            KernelIsa::Baseline => {}
         }
     }
     f()
@@ -927,6 +1037,107 @@ mod tests {
         assert!(max_diff(&fused, &plain)? < 1e-7);
         let (gf, gp) = (grads(&fused, &w)?, grads(&plain, &w)?);
         assert!(max_diff(gf.get(&x).unwrap(), gp.get(&x).unwrap())? < 1e-7);
+        Ok(())
+    }
+    /// Every kernel set this CPU can run gives the baseline's outputs and
+    /// gradients bit for bit, for every fused op (the attention too). On an
+    /// AVX2 machine this checks baseline against AVX2; the AVX-512 path is
+    /// checked on a CPU that has it, and its absence is printed, not hidden.
+    #[test]
+    fn kernel_sets_agree_bit_for_bit() -> Result<()> {
+        use rand::{rngs::StdRng, SeedableRng};
+        use rand_distr::{Distribution, Normal};
+        let dev = Device::Cpu;
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut randn = |shape: &[usize], std: f32| -> Result<Tensor> {
+            let n: usize = shape.iter().product();
+            let d = Normal::new(0f32, std).unwrap();
+            let v: Vec<f32> = (0..n).map(|_| d.sample(&mut rng)).collect();
+            Tensor::from_vec(v, shape, &dev)
+        };
+        // Odd sizes so the vector loops have remainders at every width.
+        let (b, t, h, hd) = (2usize, 37usize, 3usize, 24usize);
+        let d = h * hd;
+        let x = Var::from_tensor(&randn(&[b * t, d], 1.5)?)?;
+        let gain = Var::from_tensor(&(randn(&[d], 0.3)? + 1.0)?)?;
+        let g = Var::from_tensor(&randn(&[b * t, d], 3.0)?)?;
+        let logits = Var::from_tensor(&randn(&[b * t, 259], 3.0)?)?;
+        let targets: Vec<u32> = (0..b * t).map(|i| (i * 37 % 259) as u32).collect();
+        let targets = Tensor::from_vec(targets, b * t, &dev)?;
+        let probe = randn(&[b * t, d], 1.0)?;
+        let half = hd / 2;
+        let angle = |i: usize| (i / half) as f32 * 0.3f32.powi((i % half) as i32 + 1);
+        let tables = || RopeTables {
+            cos: Arc::new((0..t * half).map(|i| angle(i).cos()).collect()),
+            sin: Arc::new((0..t * half).map(|i| angle(i).sin()).collect()),
+            half,
+        };
+        let bits = |t: &Tensor| -> Result<Vec<u32>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(f32::to_bits)
+                .collect())
+        };
+        let run = || -> Result<Vec<Vec<u32>>> {
+            let mut out = Vec::new();
+            let y = x.as_tensor().apply_op2(&gain, RmsNorm { eps: 1e-5 })?;
+            let gy = grads(&y, &probe)?;
+            out.extend([
+                bits(&y)?,
+                bits(gy.get(&x).unwrap())?,
+                bits(gy.get(&gain).unwrap())?,
+            ]);
+            let s = g.as_tensor().apply_op2(x.as_tensor(), SwiGlu)?;
+            let gs = grads(&s, &probe)?;
+            out.extend([
+                bits(&s)?,
+                bits(gs.get(&g).unwrap())?,
+                bits(gs.get(&x).unwrap())?,
+            ]);
+            let ce = logits.as_tensor().apply_op2(&targets, CrossEntropy)?;
+            let gc = ce.backward()?;
+            out.extend([bits(&ce)?, bits(gc.get(&logits).unwrap())?]);
+            let split = |rope| HeadSplit {
+                seq: t,
+                n_heads: h,
+                rope,
+            };
+            let q = x.as_tensor().apply_op1(split(Some(tables())))?;
+            let k = g.as_tensor().apply_op1(split(Some(tables())))?;
+            let v = x.as_tensor().apply_op1(split(None))?;
+            let scale = 1.0 / (hd as f32).sqrt();
+            let a = q.apply_op3(&k, &v, crate::proxy::attention::CausalAttention { scale })?;
+            let merged = a.apply_op1(HeadMerge)?;
+            let ga = grads(&merged, &probe)?;
+            out.extend([
+                bits(&merged)?,
+                bits(ga.get(&x).unwrap())?,
+                bits(ga.get(&g).unwrap())?,
+            ]);
+            Ok(out)
+        };
+        let base = with_kernel_isa(KernelIsa::Baseline, run).unwrap()?;
+        assert!(base.iter().all(|v| !v.is_empty()));
+        let mut checked = Vec::new();
+        for isa in [KernelIsa::Avx2, KernelIsa::Avx512] {
+            match with_kernel_isa(isa, run) {
+                Some(got) => {
+                    let got = got?;
+                    for (i, (a, c)) in base.iter().zip(&got).enumerate() {
+                        assert!(a == c, "{}: output {i} differs from the baseline kernels", isa.name());
+                    }
+                    checked.push(isa.name());
+                }
+                None => eprintln!(
+                    "kernel_sets_agree_bit_for_bit: NOT checked here: the {} kernels (this CPU lacks them)",
+                    isa.name()
+                ),
+            }
+        }
+        eprintln!("kernel_sets_agree_bit_for_bit: baseline == {checked:?}");
+        // The forced set is undone afterwards.
+        assert_eq!(KernelIsa::active(), KernelIsa::best());
         Ok(())
     }
 }
