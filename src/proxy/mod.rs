@@ -21,6 +21,6 @@ pub mod train;
 pub mod validate;
 
 pub use config::ProxyConfig;
-pub use device::parse_device;
+pub use device::{parse_device, set_threads};
 pub use eval::eval_offsets;
 pub use train::{train_proxy, Checkpoint, TrainOptions, TrainReport};
