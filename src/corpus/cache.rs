@@ -18,8 +18,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub use super::manifest::{
-    content_fingerprint, token_width_for, DomainEntry, Manifest, Role, SourceFile, Split, TokenizerInfo,
-    FORMAT_VERSION, MANIFEST_FILE,
+    content_fingerprint, token_width_for, DomainEntry, Manifest, Role, SourceFile, Split,
+    TokenizerInfo, FORMAT_VERSION, MANIFEST_FILE,
 };
 
 /// A read-only view of one split's token ids.
