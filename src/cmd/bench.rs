@@ -9,6 +9,7 @@
 use crate::corpus::cache::TokenCache;
 use crate::corpus::prepare::{domains_in_dir, prepare, PrepareSpec};
 use crate::mixture::Mixture;
+use crate::proxy::sweep::SweepSpec;
 use crate::proxy::train::train_proxy_with;
 use crate::proxy::{ProxyConfig, TrainOptions};
 use anyhow::Context;
@@ -164,23 +165,13 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
         for (label, j, threads) in modes {
             let out = scratch.join(format!("runs-{label}.csv"));
             let started = Instant::now();
-            crate::cmd::sweep::run_spec(&crate::proxy::sweep::SweepSpec {
-                cache: cache.clone(),
-                proxy: proxy.clone(),
-                runs: b.runs,
-                seed: 0,
-                seeds: crate::proxy::sweep::SeedMode::PerRun,
+            let spec = SweepSpec {
                 noise_seeds: 0,
-                out: out.clone(),
                 workers: j,
                 threads_per_run: threads,
-                sampler: crate::mixture::sampler::SamplerConfig::default(),
-                shard: None,
-                device: candle_core::Device::Cpu,
-                levels: None,
-                reuse: None,
-                unfreeze: Vec::new(),
-            })?;
+                ..SweepSpec::new(cache.clone(), proxy.clone(), b.runs, out.clone())
+            };
+            crate::proxy::sweep::run(&spec)?;
             let s = started.elapsed().as_secs_f64();
             println!(
                 "{label:<13} {j} worker(s) × {threads} thread(s): {} runs in {s:.1} s = {:.0} runs/hour, {:.0} tokens/s",
@@ -254,7 +245,7 @@ fn bench_train(b: TrainBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.steps > 0, "--steps must be > 0");
     anyhow::ensure!(b.threads > 0, "--threads must be > 0");
     anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
-    crate::cmd::train::set_threads(1);
+    crate::proxy::set_threads(1);
     if b.kernels != "auto" {
         crate::proxy::ops::set_kernel_isa(crate::proxy::ops::KernelIsa::parse(&b.kernels)?)
             .context("--kernels")?;

@@ -2,15 +2,14 @@
 //! generate → prepare → sweep → fit → optimize — then a check of the answer:
 //! fresh proxies trained on the optimized, uniform and natural mixtures.
 
-use crate::cmd::{fit, optimize, sweep};
+use crate::cmd::{fit, optimize};
 use crate::corpus::cache::TokenCache;
 use crate::corpus::prepare::{domains_in_dir, prepare, PrepareSpec};
 use crate::corpus::synthetic::{self, NOISE_DOMAIN};
 use crate::law::Target;
-use crate::mixture::sampler::SamplerConfig;
 use crate::mixture::Mixture;
-use crate::proxy::sweep::{SeedMode, SweepSpec};
-use crate::proxy::train::train_proxy;
+use crate::proxy::pool::{train_jobs, Job};
+use crate::proxy::sweep::SweepSpec;
 use crate::proxy::{ProxyConfig, TrainOptions};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -79,22 +78,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let workers = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    sweep::run_spec(&SweepSpec {
-        cache: cache_dir.clone(),
-        proxy: ProxyConfig::load(&args.proxy)?,
-        runs: args.runs,
+    crate::proxy::sweep::run(&SweepSpec {
         seed: args.seed,
-        seeds: SeedMode::PerRun,
         noise_seeds: DEMO_NOISE_SEEDS,
-        out: runs.clone(),
         workers,
-        threads_per_run: 1,
-        sampler: SamplerConfig::default(),
-        shard: None,
-        device: candle_core::Device::Cpu,
-        levels: None,
-        reuse: None,
-        unfreeze: Vec::new(),
+        ..SweepSpec::new(
+            cache_dir.clone(),
+            ProxyConfig::load(&args.proxy)?,
+            args.runs,
+            runs.clone(),
+        )
     })?;
 
     // The target: mean validation loss over the learnable domains. The noise
@@ -226,7 +219,7 @@ fn forget_other_demo(out: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Train one proxy per mixture, concurrently (one thread each), returning each
+/// Train one proxy per mixture, concurrently (one worker each), returning each
 /// run's per-domain validation losses in the cache's domain order.
 fn train_each(
     cfg: &ProxyConfig,
@@ -234,23 +227,26 @@ fn train_each(
     mixtures: &[(&str, Mixture, f64)],
     seed: u64,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
-    let opts = TrainOptions {
-        seed,
-        ..TrainOptions::default()
-    };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = mixtures
-            .iter()
-            .map(|(_, m, _)| s.spawn(|| train_proxy(cfg, cache, m, &opts)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                let report = h
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a check run's thread panicked"))??;
-                Ok(report.losses)
-            })
-            .collect()
-    })
+    let jobs: Vec<Job> = mixtures
+        .iter()
+        .map(|(_, m, _)| Job {
+            mixture: m.clone(),
+            opts: TrainOptions {
+                seed,
+                ..TrainOptions::default()
+            },
+        })
+        .collect();
+    let mut losses = vec![Vec::new(); jobs.len()];
+    train_jobs(
+        cfg,
+        cache,
+        &jobs,
+        jobs.len(),
+        |i, report| -> anyhow::Result<()> {
+            losses[i] = report?.losses;
+            Ok(())
+        },
+    )?;
+    Ok(losses)
 }

@@ -77,7 +77,7 @@ pub fn validate_and_keep(
     let workers = spec
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    crate::cmd::train::set_threads(1);
+    crate::proxy::set_threads(1);
     let vspec = ValidateSpec {
         seeds: (0..spec.seeds as u64).collect(),
         split: Split::Val,

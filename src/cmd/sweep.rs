@@ -4,7 +4,7 @@
 //! runs; proxies run concurrently, one single-threaded trainer per core.
 
 use crate::mixture::sampler::SamplerConfig;
-use crate::proxy::sweep::{run_sweep, SeedMode, Shard, SweepSpec};
+use crate::proxy::sweep::{SeedMode, Shard, SweepSpec};
 use crate::proxy::ProxyConfig;
 use std::path::PathBuf;
 
@@ -150,48 +150,7 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = args.spec()?;
     spec.check()?;
-    run_spec(&spec)
-}
-
-/// Run a sweep with progress and the usual messages (also the demo's sweep).
-pub fn run_spec(spec: &SweepSpec) -> anyhow::Result<()> {
-    // Parallelism comes from concurrent trainers and their shards, not candle.
-    crate::cmd::train::set_threads(1);
-    let pb = crate::progress::bar(0, "sweep");
-    let shard_note = spec
-        .shard
-        .map(|s| format!(" (shard {}/{})", s.index, s.count))
-        .unwrap_or_default();
-    let noise = if spec.noise_seeds > 0 {
-        format!(" + {} noise-floor runs", 2 * spec.noise_seeds)
-    } else {
-        String::new()
-    };
-    let outcome = run_sweep(
-        spec,
-        |owned, finished, todo| {
-            println!(
-                "sweep: {} runs{noise} of proxy {} ({} tokens each){shard_note}: {owned} here, \
-                 {finished} already finished, {todo} to train on {} worker(s) -> {}",
-                spec.runs,
-                spec.proxy.name,
-                spec.proxy.n_tokens(),
-                spec.workers,
-                spec.out.display()
-            );
-            pb.set_length(todo as u64);
-        },
-        || pb.inc(1),
-    )?;
-    pb.finish_and_clear();
-    if outcome.trained > 0 {
-        println!(
-            "sweep: {} of {} runs finished here -> {}",
-            outcome.owned,
-            outcome.owned,
-            spec.out.display()
-        );
-    }
+    crate::proxy::sweep::run(&spec)?;
     Ok(())
 }
 

@@ -6,9 +6,10 @@
 
 use crate::corpus::cache::{Split, TokenCache};
 use crate::mixture::Mixture;
-use crate::online::{self, LossRequest, Observation, OnlinePolicy, PolicyKind, PolicySpec};
-use crate::proxy::train::{train_proxy_controlled, train_proxy_with, MixtureController, StepInfo};
-use crate::proxy::{ProxyConfig, TrainOptions, TrainReport};
+use crate::online::controller::{train_scheduled, trajectory_csv, ScheduleSpec, TrajectoryRow};
+use crate::online::PolicyKind;
+use crate::proxy::train::train_proxy_with;
+use crate::proxy::{set_threads, ProxyConfig, TrainOptions};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -104,107 +105,6 @@ pub struct Args {
     pub weights_out: Option<PathBuf>,
 }
 
-/// Set candle's own intra-op thread count (it reads RAYON_NUM_THREADS on every
-/// matmul; its element-wise pool is sized on first use). mixopt keeps it at 1
-/// and parallelizes one level up instead (data-parallel shards within a run,
-/// concurrent runs in a sweep): measured faster than candle's intra-op threads,
-/// which leave every non-matmul op on one core. Called before any worker starts.
-pub fn set_threads(threads: usize) {
-    std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
-}
-
-/// One policy update, as written to the trajectory CSV.
-#[derive(Debug, Clone)]
-pub struct TrajectoryRow {
-    /// Optimizer steps completed when the update happened.
-    pub step: usize,
-    /// Sampling weights from this update on.
-    pub weights: Vec<f64>,
-    /// Losses the policy saw (`None`: not observed at this update).
-    pub losses: Vec<Option<f64>>,
-}
-
-/// Drives an [`OnlinePolicy`] from inside proxy training.
-struct PolicyController {
-    policy: Box<dyn OnlinePolicy>,
-    update_every_steps: usize,
-    eval_windows: usize,
-    sums: Vec<f64>,
-    counts: Vec<usize>,
-    rows: Vec<TrajectoryRow>,
-}
-
-impl MixtureController for PolicyController {
-    fn after_step(
-        &mut self,
-        info: &StepInfo,
-        eval: &mut dyn FnMut(usize) -> crate::Result<Vec<f64>>,
-    ) -> crate::Result<Option<Mixture>> {
-        for (d, l) in info.batch_losses.iter().enumerate() {
-            if let Some(l) = l {
-                self.sums[d] += l;
-                self.counts[d] += 1;
-            }
-        }
-        let done = info.step + 1;
-        if !done.is_multiple_of(self.update_every_steps) || done >= info.n_steps {
-            return Ok(None);
-        }
-        let losses: Vec<Option<f64>> = match self.policy.request() {
-            LossRequest::Training => self
-                .sums
-                .iter()
-                .zip(&self.counts)
-                .map(|(s, &c)| (c > 0).then(|| s / c as f64))
-                .collect(),
-            LossRequest::Validation => eval(self.eval_windows)?.into_iter().map(Some).collect(),
-            LossRequest::None => vec![None; self.sums.len()],
-        };
-        let tokens: Vec<Option<f64>> = info.tokens_seen.iter().map(|&n| Some(n as f64)).collect();
-        let obs = Observation {
-            step: done as u64,
-            losses: &losses,
-            tokens: &tokens,
-        };
-        let next = self.policy.observe(&obs)?;
-        self.sums.iter_mut().for_each(|s| *s = 0.0);
-        self.counts.iter_mut().for_each(|c| *c = 0);
-        self.rows.push(TrajectoryRow {
-            step: done,
-            weights: self.policy.weights().to_vec(),
-            losses,
-        });
-        Ok(next)
-    }
-}
-
-/// The trajectory CSV: `step,w_<d>…,loss_<d>…`, an empty cell where a loss was
-/// not observed.
-pub fn trajectory_csv(domains: &[String], rows: &[TrajectoryRow]) -> String {
-    let mut text = String::from("step");
-    for d in domains {
-        text += &format!(",w_{d}");
-    }
-    for d in domains {
-        text += &format!(",loss_{d}");
-    }
-    text.push('\n');
-    for r in rows {
-        text += &r.step.to_string();
-        for w in &r.weights {
-            text += &format!(",{w}");
-        }
-        for l in &r.losses {
-            match l {
-                Some(l) => text += &format!(",{l}"),
-                None => text.push(','),
-            }
-        }
-        text.push('\n');
-    }
-    text
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let threads = args.threads;
     anyhow::ensure!(threads > 0, "--threads must be > 0");
@@ -257,7 +157,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }];
             (report, mixture.clone(), rows)
         }
-        Some(kind) => run_scheduled(&args, kind, &cfg, &cache, &mixture, &opts)?,
+        Some(kind) => {
+            let reference_losses = match (kind, &args.reference) {
+                (PolicyKind::Doremi, Some(r)) => {
+                    Some(super::online::load_reference(r, cache.domains())?)
+                }
+                (_, Some(_)) => anyhow::bail!("--reference applies to --schedule doremi only"),
+                (_, None) => None,
+            };
+            let schedule = ScheduleSpec {
+                kind,
+                params: args.params.clone(),
+                reference_losses,
+                update_every_steps: args.update_every_steps,
+                eval_windows: args.policy_eval_windows,
+            };
+            let run = train_scheduled(&cfg, &cache, &mixture, &opts, &schedule)?;
+            (run.report, run.result, run.trajectory)
+        }
     };
 
     println!(
@@ -338,76 +255,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         crate::mixture::write_json_atomic(path, &file)?;
     }
     Ok(())
-}
-
-/// Build the policy (training a DoReMi reference first if needed) and run.
-fn run_scheduled(
-    args: &Args,
-    kind: PolicyKind,
-    cfg: &ProxyConfig,
-    cache: &TokenCache,
-    mixture: &Mixture,
-    opts: &TrainOptions,
-) -> anyhow::Result<(TrainReport, Mixture, Vec<TrajectoryRow>)> {
-    let mut params = online::parse_params(&args.params)?;
-    let n_updates = cfg.n_steps.saturating_sub(1) / args.update_every_steps;
-    match kind {
-        // ODM warms up on the prior; here the proxy's own LR warmup.
-        PolicyKind::Odm if !params.contains_key("warmup_steps") => {
-            params.insert("warmup_steps".into(), cfg.warmup_steps.into());
-        }
-        // A proxy run is far shorter than the runs Aioli's 10% LearnParams rule
-        // was set for: default to 4 rounds per run (at least one update of
-        // exploitation after each LearnParams phase).
-        PolicyKind::Aioli if !params.contains_key("round_updates") => {
-            let sweeps = params
-                .get("lp_sweeps")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(1) as usize;
-            let n_lp = cache.domains().len() * sweeps;
-            params.insert("round_updates".into(), (n_updates / 4).max(n_lp + 1).into());
-        }
-        _ => {}
-    }
-    let reference = match (kind, &args.reference) {
-        (PolicyKind::Doremi, Some(r)) => Some(super::online::load_reference(r, cache.domains())?),
-        (PolicyKind::Doremi, None) => {
-            eprintln!("doremi: training the reference proxy on the starting mixture first");
-            let pb = crate::progress::bar(cfg.n_steps as u64, "reference");
-            let r = train_proxy_with(cfg, cache, mixture, opts, |_| pb.inc(1))?;
-            pb.finish_and_clear();
-            Some(r.losses[..cache.domains().len()].to_vec())
-        }
-        (_, Some(_)) => anyhow::bail!("--reference applies to --schedule doremi only"),
-        _ => None,
-    };
-    let spec = PolicySpec {
-        kind,
-        prior: mixture.clone(),
-        params,
-        reference_losses: reference,
-    };
-    let k = cache.domains().len();
-    let mut ctl = PolicyController {
-        policy: online::build(&spec)?,
-        update_every_steps: args.update_every_steps,
-        eval_windows: args.policy_eval_windows,
-        sums: vec![0.0; k],
-        counts: vec![0; k],
-        rows: vec![TrajectoryRow {
-            step: 0,
-            weights: mixture.weights().to_vec(),
-            losses: vec![None; k],
-        }],
-    };
-    if n_updates == 0 {
-        eprintln!(
-            "warning: {} steps with --update-every-steps {}: the policy never updates",
-            cfg.n_steps, args.update_every_steps
-        );
-    }
-    let pb = crate::progress::bar(cfg.n_steps as u64, kind.as_str());
-    let report = train_proxy_controlled(cfg, cache, mixture, opts, &mut ctl, |_| pb.inc(1))?;
-    pb.finish_and_clear();
-    Ok((report, ctl.policy.result(), ctl.rows))
 }

@@ -215,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(workers > 0, "--jobs must be > 0");
-    crate::cmd::train::set_threads(1);
+    crate::proxy::set_threads(1);
     let spec = ValidateSpec {
         seeds: (0..args.seeds as u64).map(|i| args.seed + i).collect(),
         split: args.split,

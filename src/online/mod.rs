@@ -6,14 +6,15 @@
 //! exponentiated gradient), `doremi` (excess loss over a reference),
 //! `ado` (per-domain power laws). `service` wraps a policy with request
 //! validation and atomic state persistence (what `mixopt online` speaks over
-//! JSON lines, `http` over HTTP); `mixopt train --schedule` drives a policy
-//! from inside proxy training.
+//! JSON lines, `http` over HTTP); `controller` drives a policy from inside
+//! proxy training (`mixopt train --schedule`).
 //!
 //! Policies hold no random state: given the same sequence of observations they
 //! return the same weights, which is what makes a persisted state resumable.
 
 pub mod ado;
 pub mod aioli;
+pub mod controller;
 pub mod doremi;
 pub mod exact;
 pub mod http;

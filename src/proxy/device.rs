@@ -31,6 +31,15 @@ pub fn parse_device(arg: &str) -> Result<Device> {
     })
 }
 
+/// Set candle's own intra-op thread count (it reads RAYON_NUM_THREADS on every
+/// matmul; its element-wise pool is sized on first use). mixopt keeps it at 1
+/// and parallelizes one level up instead (data-parallel shards within a run,
+/// concurrent runs in a sweep): measured faster than candle's intra-op threads,
+/// which leave every non-matmul op on one core. Called before any worker starts.
+pub fn set_threads(threads: usize) {
+    std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,15 @@
 //! candidate mixture, to measure how the mixture moves per-domain validation loss.
 //!
 //! `config` (presets from `proxies/*.toml`), `model` (the decoder in candle),
-//! `train` (the loop: sample a batch by mixture, step, evaluate per domain),
+//! `train` (the loop: sample a batch by mixture, step, evaluate per domain;
+//! its batches in `batch`, its held-out evaluation in `eval`),
 //! `ops` and `optim` (fused CPU kernels and the fused AdamW step).
 
 pub mod attention;
+pub mod batch;
 pub mod config;
 pub mod device;
+pub mod eval;
 pub mod linear;
 pub mod model;
 pub mod ops;
@@ -18,5 +21,6 @@ pub mod train;
 pub mod validate;
 
 pub use config::ProxyConfig;
-pub use device::parse_device;
+pub use device::{parse_device, set_threads};
+pub use eval::eval_offsets;
 pub use train::{train_proxy, Checkpoint, TrainOptions, TrainReport};

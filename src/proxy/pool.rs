@@ -8,9 +8,9 @@
 use super::train::{train_proxy, TrainOptions, TrainReport};
 use super::ProxyConfig;
 use crate::corpus::cache::TokenCache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::mixture::Mixture;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 /// One run to train: a mixture (over the cache's training domains) and the
@@ -21,34 +21,39 @@ pub struct Job {
     pub opts: TrainOptions,
 }
 
-/// Train `jobs` on `workers` threads. `on_done(i, result)` runs on the calling
-/// thread for each finished job `i`; when it returns an error, no new job
-/// starts, the runs in flight finish, and that first error is returned.
-pub fn train_jobs<E>(
+/// Train `jobs` on a rayon pool of `workers` threads (jobs start in order).
+/// `on_done(i, result)` runs on the calling thread for each finished job `i`;
+/// when it returns an error, no new job starts, the runs in flight finish, and
+/// that first error is returned.
+pub fn train_jobs<E: From<Error>>(
     cfg: &ProxyConfig,
     cache: &TokenCache,
     jobs: &[Job],
     workers: usize,
     mut on_done: impl FnMut(usize, Result<TrainReport>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
-    let next = AtomicUsize::new(0);
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let n_threads = workers.max(1).min(jobs.len());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n_threads)
+        .thread_name(|i| format!("mixopt-run-{i}"))
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot start {n_threads} threads: {e}")))?;
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Result<TrainReport>)>();
     let mut first_error = None;
-    std::thread::scope(|scope| {
-        for _ in 0..workers.max(1).min(jobs.len()) {
-            let tx = tx.clone();
-            let (next, stop) = (&next, &stop);
-            scope.spawn(move || loop {
+    // The scope's body runs here, on the caller's thread, taking results as
+    // they land; spawned jobs queue first in, first out on the pool.
+    pool.in_place_scope(|scope| {
+        for (i, job) in jobs.iter().enumerate() {
+            let (tx, stop) = (tx.clone(), &stop);
+            scope.spawn(move |_| {
                 if stop.load(Ordering::Relaxed) {
-                    break;
+                    return;
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else { break };
-                let result = train_proxy(cfg, cache, &job.mixture, &job.opts);
-                if tx.send((i, result)).is_err() {
-                    break;
-                }
+                let _ = tx.send((i, train_proxy(cfg, cache, &job.mixture, &job.opts)));
             });
         }
         drop(tx);

@@ -79,6 +79,29 @@ pub struct SweepSpec {
 }
 
 impl SweepSpec {
+    /// A sweep of `runs` runs of `proxy` on `cache` into `out`, every other
+    /// setting at `mixopt sweep`'s defaults (seed 0, per-run seeds, 3 noise
+    /// seeds, one single-threaded worker per core, RegMix's sampler, CPU).
+    pub fn new(cache: PathBuf, proxy: ProxyConfig, runs: usize, out: PathBuf) -> SweepSpec {
+        SweepSpec {
+            cache,
+            proxy,
+            runs,
+            seed: 0,
+            seeds: SeedMode::PerRun,
+            noise_seeds: 3,
+            out,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads_per_run: 1,
+            sampler: SamplerConfig::default(),
+            shard: None,
+            device: Device::Cpu,
+            levels: None,
+            reuse: None,
+            unfreeze: Vec::new(),
+        }
+    }
+
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.runs > 0, "--runs must be > 0");
         anyhow::ensure!(self.threads_per_run > 0, "--threads-per-run must be > 0");
@@ -353,6 +376,49 @@ pub fn run_sweep(
         already_finished: mine.len() - todo.len(),
         trained: todo.len(),
     })
+}
+
+/// [`run_sweep`] with a progress bar and the usual messages (what `mixopt
+/// sweep`, the demo and `bench sweep` run). Sets candle's intra-op threads to
+/// 1 first: parallelism comes from concurrent trainers and their shards.
+pub fn run(spec: &SweepSpec) -> anyhow::Result<SweepOutcome> {
+    super::set_threads(1);
+    let pb = crate::progress::bar(0, "sweep");
+    let shard_note = spec
+        .shard
+        .map(|s| format!(" (shard {}/{})", s.index, s.count))
+        .unwrap_or_default();
+    let noise = if spec.noise_seeds > 0 {
+        format!(" + {} noise-floor runs", 2 * spec.noise_seeds)
+    } else {
+        String::new()
+    };
+    let outcome = run_sweep(
+        spec,
+        |owned, finished, todo| {
+            println!(
+                "sweep: {} runs{noise} of proxy {} ({} tokens each){shard_note}: {owned} here, \
+                 {finished} already finished, {todo} to train on {} worker(s) -> {}",
+                spec.runs,
+                spec.proxy.name,
+                spec.proxy.n_tokens(),
+                spec.workers,
+                spec.out.display()
+            );
+            pb.set_length(todo as u64);
+        },
+        || pb.inc(1),
+    )?;
+    pb.finish_and_clear();
+    if outcome.trained > 0 {
+        println!(
+            "sweep: {} of {} runs finished here -> {}",
+            outcome.owned,
+            outcome.owned,
+            spec.out.display()
+        );
+    }
+    Ok(outcome)
 }
 
 fn record(p: &Planned, report: &TrainReport, cfg: &ProxyConfig, config_hash: &str) -> RunRecord {

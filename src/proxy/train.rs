@@ -8,22 +8,22 @@
 //! validation losses, and switches the sampling mixture when it says so. Static
 //! runs take the original code path, so they stay bit-identical for a seed
 //! (and the same `threads`).
+//!
+//! Batches are drawn in `batch`; held-out evaluation is in `eval`.
 
+use super::batch::{Batcher, GOLDEN};
 use super::config::ProxyConfig;
+use super::eval::{evaluate_in, EvalSpec};
 use super::model::{Params, ProxyModel};
 use super::optim::{AdamWConfig, FusedAdamW};
-use crate::corpus::cache::{Split, TokenCache, TokenView};
+use crate::corpus::cache::{Split, TokenCache};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::distr::weighted::WeightedIndex;
-use rand::distr::Distribution;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
-use rayon::ThreadPool;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -38,7 +38,7 @@ pub struct TrainOptions {
     /// CPU worker threads for this run: each step's batch is split into this
     /// many row shards, whose forward and backward passes run concurrently
     /// (data parallel; gradients summed before the step). Set candle's own
-    /// matmul threads to 1 when using more than one (`cmd::train::set_threads`).
+    /// matmul threads to 1 when using more than one (`proxy::set_threads`).
     pub threads: usize,
     /// The held-out split the run is scored on: validation for anything that
     /// chooses, test for a final judgement.
@@ -95,61 +95,6 @@ impl TrainReport {
     }
 }
 
-/// Draws training windows of `seq_len + 1` tokens: domain by mixture weight,
-/// offset uniformly within the domain's train tokens.
-///
-/// Common random numbers: the domain of each row comes from one stream (an
-/// inverse-CDF draw, so two nearby mixtures pick the same domain for most
-/// rows) and each domain's window offsets from a stream of its own, so the
-/// k-th window drawn from a domain is the same whatever the mixture. Runs of
-/// one seed on different mixtures then differ by the mixture, not by which
-/// text they happened to see — the noise a mixing law must see through.
-struct Batcher<'a> {
-    views: Vec<TokenView<'a>>,
-    domain_dist: WeightedIndex<f64>,
-    rng: StdRng,
-    offset_rngs: Vec<StdRng>,
-    window: usize,
-    /// The domain of each row of the last batch.
-    row_domains: Vec<usize>,
-}
-
-impl<'a> Batcher<'a> {
-    fn new(
-        views: Vec<TokenView<'a>>,
-        domain_dist: WeightedIndex<f64>,
-        data_seed: u64,
-        window: usize,
-    ) -> Self {
-        let offset_rngs = (0..views.len() as u64)
-            .map(|d| StdRng::seed_from_u64(data_seed.wrapping_add((d + 1).wrapping_mul(GOLDEN))))
-            .collect();
-        Batcher {
-            views,
-            domain_dist,
-            rng: StdRng::seed_from_u64(data_seed),
-            offset_rngs,
-            window,
-            row_domains: Vec::new(),
-        }
-    }
-
-    fn next_batch(&mut self, batch_size: usize, buf: &mut Vec<u32>) {
-        buf.resize(batch_size * self.window, 0);
-        self.row_domains.clear();
-        for row in buf.chunks_mut(self.window) {
-            let d = self.domain_dist.sample(&mut self.rng);
-            let view = self.views[d];
-            let start = self.offset_rngs[d].random_range(0..=view.len() - self.window);
-            view.copy_to(start, row);
-            self.row_domains.push(d);
-        }
-    }
-}
-
-/// 2^64 / φ: spreads seeds of sibling streams apart.
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
 /// What a [`MixtureController`] sees after each optimizer step.
 #[derive(Debug)]
 pub struct StepInfo<'a> {
@@ -173,97 +118,6 @@ pub trait MixtureController {
         info: &StepInfo,
         eval: &mut dyn FnMut(usize) -> Result<Vec<f64>>,
     ) -> Result<Option<Mixture>>;
-}
-
-/// Start offsets of `n` evenly spaced windows of `window` tokens in `len` tokens
-/// (fewer if the split is short). Fixed, so every run is scored on the same tokens.
-pub fn eval_offsets(len: usize, window: usize, n: usize) -> Vec<usize> {
-    if len < window {
-        return Vec::new();
-    }
-    let room = len - window;
-    let n = n.min(len / window).max(1);
-    if n == 1 {
-        return vec![0];
-    }
-    (0..n).map(|i| i * room / (n - 1)).collect()
-}
-
-/// What to evaluate: which held-out split, how many windows per domain, and
-/// whether evaluation-only domains are included.
-#[derive(Debug, Clone, Copy)]
-struct EvalSpec {
-    split: Split,
-    n_windows: usize,
-    /// False: training domains only (what an online policy observes).
-    all_domains: bool,
-}
-
-/// Mean token loss of `model` on each domain's held-out windows, one domain
-/// per task on `pool` when given.
-fn evaluate_in(
-    model: &ProxyModel,
-    cfg: &ProxyConfig,
-    cache: &TokenCache,
-    device: &Device,
-    spec: EvalSpec,
-    pool: Option<&ThreadPool>,
-) -> Result<Vec<f64>> {
-    let n = if spec.all_domains {
-        cache.eval_domains().len()
-    } else {
-        cache.domains().len()
-    };
-    let one = |d: usize| evaluate_domain(model, cfg, cache, device, spec, d);
-    match pool {
-        Some(pool) => pool.install(|| (0..n).into_par_iter().map(one).collect()),
-        None => (0..n).map(one).collect(),
-    }
-}
-
-fn evaluate_domain(
-    model: &ProxyModel,
-    cfg: &ProxyConfig,
-    cache: &TokenCache,
-    device: &Device,
-    spec: EvalSpec,
-    d: usize,
-) -> Result<f64> {
-    let window = cfg.seq_len + 1;
-    let name = &cache.eval_domains()[d];
-    let view = cache.held_out(spec.split, d);
-    let offsets = eval_offsets(view.len(), window, spec.n_windows.max(1));
-    if offsets.is_empty() {
-        let hint = if spec.split == Split::Test && view.is_empty() {
-            " (no test documents: it had too few held-out documents, or the cache was \
-             prepared with --test-fraction 0)"
-        } else {
-            ""
-        };
-        return Err(Error::invalid(format!(
-            "domain {name:?}: {} split has {} tokens, fewer than one window of {window}{hint}",
-            spec.split.name(),
-            view.len()
-        )));
-    }
-    let mut buf = Vec::new();
-    let mut total = 0.0;
-    for chunk in offsets.chunks(cfg.batch_size) {
-        buf.resize(chunk.len() * window, 0);
-        for (row, &off) in buf.chunks_mut(window).zip(chunk) {
-            view.copy_to(off, row);
-        }
-        let ids = Tensor::from_slice(&buf, (chunk.len(), window), device)?;
-        let loss: f32 = model.loss(&ids)?.to_scalar()?;
-        total += loss as f64 * chunk.len() as f64;
-    }
-    let mean = total / offsets.len() as f64;
-    if !mean.is_finite() {
-        return Err(Error::invalid(format!(
-            "domain {name:?}: validation loss is {mean} (training diverged)"
-        )));
-    }
-    Ok(mean)
 }
 
 /// Train one proxy on `mixture` (aligned to the cache's domains) and evaluate it.
@@ -630,13 +484,5 @@ mod tests {
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         let mean_rows = rows.iter().sum::<f32>() / rows.len() as f32;
         assert!((mean_rows - want).abs() < 1e-5, "{rows:?}");
-    }
-
-    #[test]
-    fn eval_offsets_are_even_and_in_range() {
-        assert_eq!(eval_offsets(100, 10, 3), vec![0, 45, 90]);
-        assert_eq!(eval_offsets(25, 10, 8), vec![0, 15]);
-        assert_eq!(eval_offsets(9, 10, 3), Vec::<usize>::new());
-        assert_eq!(eval_offsets(10, 10, 3), vec![0]);
     }
 }

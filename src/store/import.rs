@@ -8,88 +8,14 @@
 //! Every error names the file and, where there is one, the line and column.
 
 use super::runs::{read_runs, FIXED_COLUMNS};
-use super::{abbreviate, meta_paths, parse_finite, parse_loss, read_table, Table};
+use super::{parse_finite, parse_loss, read_table, Table};
 use crate::error::{Error, IoContext, Result};
 use crate::mixture::{check_domain_name, Mixture};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
-/// Runs to fit: `weights[i]` (a validated mixture over `domains`) produced
-/// `metrics[i]` (one finite value per `metric_names`). Rows keep file order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunsData {
-    pub ids: Vec<String>,
-    pub domains: Vec<String>,
-    pub weights: Vec<Vec<f64>>,
-    pub metric_names: Vec<String>,
-    pub metrics: Vec<Vec<f64>>,
-    /// Where the rows came from, for messages and provenance.
-    pub source: String,
-}
-
-impl RunsData {
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// A target over these runs' metrics; `mean` is over the training domains'
-    /// losses when the metrics include them (a sweep's runs table), else over
-    /// every metric.
-    pub fn target(&self, spec: &str) -> Result<crate::law::Target> {
-        crate::law::Target::parse_scoped(spec, &self.metric_names, &self.domains)
-    }
-
-    /// The column-wise mean of the mixtures: the prior recorded in law.json
-    /// when the runs come without a sweep sidecar.
-    pub fn mean_mixture(&self) -> Result<Mixture> {
-        let n = self.weights.len().max(1) as f64;
-        let mut mean = vec![0.0; self.domains.len()];
-        for row in &self.weights {
-            for (m, w) in mean.iter_mut().zip(row) {
-                *m += w / n;
-            }
-        }
-        Mixture::from_scores(self.domains.clone(), &mean)
-    }
-
-    /// The runs in the reduced coordinates of a mixture reuse (the frozen
-    /// domains summed into the virtual one); every run must have kept the
-    /// frozen ratios.
-    pub fn reduce(&self, reuse: &crate::mixture::reuse::Reuse) -> Result<RunsData> {
-        reuse.check(&self.domains)?;
-        let mut out = self.clone();
-        out.domains = reuse.reduced_domains(&self.domains);
-        out.weights = self
-            .weights
-            .iter()
-            .zip(&self.ids)
-            .map(|(w, id)| {
-                reuse
-                    .collapse(&self.domains, w, 1e-6)
-                    .map_err(|e| Error::invalid(format!("{}: run {id:?}: {e}", self.source)))
-            })
-            .collect::<Result<_>>()?;
-        Ok(out)
-    }
-
-    /// The same runs with their weight columns reordered to `domains`; a
-    /// domain on one side only is an error naming it.
-    pub fn align_domains(&self, domains: &[String]) -> Result<RunsData> {
-        let idx = column_map(&self.source, &self.domains, domains)?;
-        let mut out = self.clone();
-        out.domains = domains.to_vec();
-        out.weights = self
-            .weights
-            .iter()
-            .map(|row| idx.iter().map(|&j| row[j]).collect())
-            .collect();
-        Ok(out)
-    }
-}
+pub use super::runs_data::{column_map, RunsData};
+pub use super::sidecar::{read_sidecar, read_sidecar_prior, read_sidecar_reuse};
 
 /// Mixtures to score: `weights[i]` over `domains`, the row starting at 1-based `lines[i]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,24 +33,6 @@ pub struct MixtureTable {
 /// Olmix's bookkeeping columns beside its weights and metrics (`run`,
 /// `name`, `index`): in a mixtures file read alone they are never domains.
 pub const BOOKKEEPING_COLUMNS: [&str; 3] = ["run", "name", "index"];
-
-/// For each of `wanted`, its index in `have`; errors name the extra or the missing one.
-pub(crate) fn column_map(source: &str, have: &[String], wanted: &[String]) -> Result<Vec<usize>> {
-    if let Some(extra) = have.iter().find(|d| !wanted.contains(d)) {
-        return Err(Error::invalid(format!(
-            "{source}: domain column {extra:?} is not a domain of the law (law domains: {})",
-            abbreviate(wanted, 20)
-        )));
-    }
-    wanted
-        .iter()
-        .map(|d| {
-            have.iter().position(|h| h == d).ok_or_else(|| {
-                Error::invalid(format!("{source}: no column for the law's domain {d:?}"))
-            })
-        })
-        .collect()
-}
 
 /// Fitting data from a runs table: the metrics are the per-domain losses,
 /// named by domain (`web`, not `loss_web`).
@@ -524,50 +432,6 @@ fn unique_ids(path: &Path, table: &Table, idc: usize, id_col: &str) -> Result<Ve
     Ok(rows.iter().map(|(_, f)| f[idc].clone()).collect())
 }
 
-/// The sidecar a sweep writes beside its runs table (`<runs>.meta.json`, see
-/// `store::meta_paths`) as JSON, with the file it came from; None if absent.
-pub fn read_sidecar(data: &Path) -> Result<Option<(std::path::PathBuf, serde_json::Value)>> {
-    let Some(meta) = meta_paths(data).into_iter().find(|m| m.is_file()) else {
-        return Ok(None);
-    };
-    let text = super::fsio::read_text(&meta)?;
-    let value = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(&meta, e.line(), format!("not JSON: {e}")))?;
-    Ok(Some((meta, value)))
-}
-
-/// The frozen part a sweep with `--reuse` records in its sidecar, if any.
-pub fn read_sidecar_reuse(data: &Path) -> Result<Option<crate::mixture::reuse::Reuse>> {
-    let Some((meta, value)) = read_sidecar(data)? else {
-        return Ok(None);
-    };
-    match value.get("reuse") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(r) => serde_json::from_value(r.clone())
-            .map(Some)
-            .map_err(|e| Error::parse(&meta, 0, format!("\"reuse\": {e}"))),
-    }
-}
-
-/// The `"prior": {domain: weight}` a sweep records in the sidecar of its runs
-/// table, if there is one.
-pub fn read_sidecar_prior(data: &Path) -> Result<Option<BTreeMap<String, f64>>> {
-    let Some((meta, value)) = read_sidecar(data)? else {
-        return Ok(None);
-    };
-    let Some(prior) = value.get("prior") else {
-        return Ok(None);
-    };
-    let prior: BTreeMap<String, f64> = serde_json::from_value(prior.clone()).map_err(|e| {
-        Error::parse(
-            &meta,
-            0,
-            format!("\"prior\" must map domain to weight: {e}"),
-        )
-    })?;
-    Ok(Some(prior))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,27 +569,5 @@ mod tests {
         let d = from_runs_csv(&p).unwrap();
         assert_eq!(d.metric_names, ["a", "b"]);
         assert_eq!(d.metrics, vec![vec![1.0, 2.0]]);
-    }
-
-    #[test]
-    fn align_domains_reorders_and_rejects() {
-        let d = RunsData {
-            ids: vec!["1".into()],
-            domains: vec!["a".into(), "b".into()],
-            weights: vec![vec![0.25, 0.75]],
-            metric_names: vec!["y".into()],
-            metrics: vec![vec![1.0]],
-            source: "s".into(),
-        };
-        let r = d
-            .align_domains(&["b".to_string(), "a".to_string()])
-            .unwrap();
-        assert_eq!(r.weights, vec![vec![0.75, 0.25]]);
-        assert!(d.align_domains(&["a".to_string()]).is_err());
-        assert!(d
-            .align_domains(&["a".into(), "b".into(), "c".into()])
-            .is_err());
-        let m = d.mean_mixture().unwrap();
-        assert_eq!(m.weights(), [0.25, 0.75]);
     }
 }

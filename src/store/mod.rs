@@ -1,7 +1,7 @@
 //! Store stage: where finished proxy runs live and how fitting data gets in.
 //!
 //! `runs` is the append-only, crash-safe runs table the sweep writes (one CSV
-//! row per finished proxy run). `import` turns either that table or a pair of
+//! row per finished proxy run; `runs_read` reads it back). `import` turns either that table or a pair of
 //! externally produced CSVs (mixtures + metrics joined on an id column, e.g.
 //! RegMix's published runs) into the `RunsData` matrix the `law` stage fits.
 //!
@@ -14,6 +14,9 @@ pub mod fsio;
 pub mod import;
 pub(crate) mod parquet;
 pub mod runs;
+pub mod runs_data;
+pub mod runs_read;
+pub mod sidecar;
 
 pub use checkpoints::{checkpoints_csv, checkpoints_path, read_checkpoints, CheckpointsWriter};
 pub use import::{from_runs_csv, from_two_csvs, read_mixture_table, MixtureTable, RunsData};
