@@ -9,6 +9,7 @@ use crate::mixture::Mixture;
 use crate::online::{self, LossRequest, Observation, OnlinePolicy, PolicyKind, PolicySpec};
 use crate::proxy::train::{train_proxy_controlled, train_proxy_with, MixtureController, StepInfo};
 use crate::proxy::{ProxyConfig, TrainOptions, TrainReport};
+use crate::store::trajectory::{Trajectory, TrajectoryRow};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -113,17 +114,6 @@ pub fn set_threads(threads: usize) {
     std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
 }
 
-/// One policy update, as written to the trajectory CSV.
-#[derive(Debug, Clone)]
-pub struct TrajectoryRow {
-    /// Optimizer steps completed when the update happened.
-    pub step: usize,
-    /// Sampling weights from this update on.
-    pub weights: Vec<f64>,
-    /// Losses the policy saw (`None`: not observed at this update).
-    pub losses: Vec<Option<f64>>,
-}
-
 /// Drives an [`OnlinePolicy`] from inside proxy training.
 struct PolicyController {
     policy: Box<dyn OnlinePolicy>,
@@ -170,39 +160,12 @@ impl MixtureController for PolicyController {
         self.sums.iter_mut().for_each(|s| *s = 0.0);
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.rows.push(TrajectoryRow {
-            step: done,
+            step: done as u64,
             weights: self.policy.weights().to_vec(),
             losses,
         });
         Ok(next)
     }
-}
-
-/// The trajectory CSV: `step,w_<d>…,loss_<d>…`, an empty cell where a loss was
-/// not observed.
-pub fn trajectory_csv(domains: &[String], rows: &[TrajectoryRow]) -> String {
-    let mut text = String::from("step");
-    for d in domains {
-        text += &format!(",w_{d}");
-    }
-    for d in domains {
-        text += &format!(",loss_{d}");
-    }
-    text.push('\n');
-    for r in rows {
-        text += &r.step.to_string();
-        for w in &r.weights {
-            text += &format!(",{w}");
-        }
-        for l in &r.losses {
-            match l {
-                Some(l) => text += &format!(",{l}"),
-                None => text.push(','),
-            }
-        }
-        text.push('\n');
-    }
-    text
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -318,7 +281,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         crate::mixture::write_atomic(path, text.as_bytes())?;
     }
     if let Some(path) = &args.trajectory {
-        crate::mixture::write_atomic(path, trajectory_csv(cache.domains(), &rows).as_bytes())?;
+        let trajectory = Trajectory {
+            domains: cache.domains().to_vec(),
+            rows,
+        };
+        trajectory.save(path)?;
     }
     if let Some(path) = &args.weights_out {
         let provenance = serde_json::json!({

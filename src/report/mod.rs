@@ -19,11 +19,11 @@ pub mod interactions;
 pub mod svg;
 
 use crate::error::{Error, Result};
-use crate::export::Trajectory;
 use crate::law::cv::score_predictions;
 use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score};
 use crate::mixture::Mixture;
 use crate::store::import::from_runs_csv;
+use crate::store::trajectory::Trajectory;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use svg::{esc, grouped_bars, lines, scatter, Series};
@@ -248,7 +248,12 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
             .enumerate()
             .map(|(i, d)| Series {
                 name: d.clone(),
-                values: t.rows.iter().map(|r| r.losses[i]).collect(),
+                // A loss not observed at an update is a gap in the line.
+                values: t
+                    .rows
+                    .iter()
+                    .map(|r| r.losses[i].unwrap_or(f64::NAN))
+                    .collect(),
             })
             .collect();
         let _ = write!(
