@@ -159,16 +159,17 @@ pub(crate) fn check_xy(x: &[Vec<f64>], y: &[f64]) -> Result<usize> {
     Ok(d)
 }
 
-/// A file a law was fit on, with its hash.
+/// A file a law was fit (or scored) on, with its hash (the corpus's own
+/// source files are `corpus::cache::SourceFile`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceFile {
+pub struct HashedFile {
     pub path: String,
     pub sha256: String,
 }
 
-impl SourceFile {
+impl HashedFile {
     pub fn of(path: &Path) -> Result<Self> {
-        Ok(SourceFile {
+        Ok(HashedFile {
             path: path.display().to_string(),
             sha256: crate::store::sha256_file(path)?,
         })
@@ -179,7 +180,7 @@ impl SourceFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldOut {
     pub score: Score,
-    pub source: Vec<SourceFile>,
+    pub source: Vec<HashedFile>,
 }
 
 /// law.json: what was fit, to what, how well, and from which data.
@@ -205,7 +206,7 @@ pub struct LawFile {
     /// training mixtures.
     pub prior: Option<BTreeMap<String, f64>>,
     pub seed: u64,
-    pub source: Vec<SourceFile>,
+    pub source: Vec<HashedFile>,
     pub mixopt_version: String,
     /// The sweep's noise floor (from its noise-floor runs), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,7 +356,7 @@ impl Default for FitOptions {
 
 /// Cross-validate, then fit on all runs. The returned law file has the mean
 /// training mixture as `prior` and no `source`; callers that read the runs
-/// from files set both (`with_sidecar_prior`, `SourceFile::of`).
+/// from files set both (`with_sidecar_prior`, `HashedFile::of`).
 pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<LoadedLaw> {
     let law = law_by_name_with(&opts.law, &opts.hyper)?;
     let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();

@@ -14,7 +14,7 @@
 //! round trains on `p`.
 
 use super::{
-    exact, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
+    float_text, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
 };
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
@@ -64,21 +64,21 @@ impl Default for Params {
 pub struct Aioli {
     params: Params,
     domains: Vec<String>,
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     prior: Vec<f64>,
     /// The learned mixture p (trained on outside LearnParams).
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     p: Vec<f64>,
     /// What the trainer samples from now (p, or a LearnParams probe).
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     sampling: Vec<f64>,
     /// Accumulated loss drops `G[i][j]`: domain i's loss drop while leaning on j.
-    #[serde(with = "exact::vec_vec")]
+    #[serde(with = "float_text::vec_vec")]
     graph: Vec<Vec<f64>>,
-    #[serde(with = "exact::opt_vec")]
+    #[serde(with = "float_text::opt_vec")]
     ema_graph_colsum: Option<Vec<f64>>,
     /// Validation losses at the previous update.
-    #[serde(with = "exact::opt_vec")]
+    #[serde(with = "float_text::opt_vec")]
     prev_losses: Option<Vec<f64>>,
     /// Updates since warmup ended.
     calls: u64,

@@ -8,7 +8,7 @@ use std::path::Path;
 /// How the learning rate moves after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Schedule {
+pub enum LrSchedule {
     /// Linear warmup, then cosine decay to `lr_peak * lr_min_ratio`.
     Cosine,
     /// Linear warmup, then `lr_peak`.
@@ -38,7 +38,7 @@ pub struct ProxyConfig {
     pub lr_min_ratio: f64,
     pub warmup_steps: usize,
     #[serde(default = "default_schedule")]
-    pub schedule: Schedule,
+    pub schedule: LrSchedule,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     #[serde(default = "default_beta1")]
@@ -66,8 +66,8 @@ fn default_init_std() -> f64 {
 fn default_lr_min_ratio() -> f64 {
     0.1
 }
-fn default_schedule() -> Schedule {
-    Schedule::Cosine
+fn default_schedule() -> LrSchedule {
+    LrSchedule::Cosine
 }
 fn default_weight_decay() -> f64 {
     0.1
@@ -192,8 +192,8 @@ impl ProxyConfig {
             return self.lr_peak * (step + 1) as f64 / self.warmup_steps as f64;
         }
         match self.schedule {
-            Schedule::Constant => self.lr_peak,
-            Schedule::Cosine => {
+            LrSchedule::Constant => self.lr_peak,
+            LrSchedule::Cosine => {
                 let span = (self.n_steps - self.warmup_steps).max(1) as f64;
                 let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
                 let lr_min = self.lr_peak * self.lr_min_ratio;
