@@ -31,9 +31,10 @@ pub struct Params {
     /// the plain multiplicative update of Aioli's Algorithm 1; the reference
     /// scripts' smoothed variant uses 0.1.
     pub ema: Option<f64>,
-    /// Weight on the favoured domain during a LearnParams interval. 0.75 as in
-    /// DESIGN.md (Aioli's `one_hot_factor`; mixtera's port defaults to 1, pure
-    /// one-hot, which starves the other domains during the probe).
+    /// Weight on the favoured domain during a LearnParams interval: 0.75, a
+    /// smoothed probe (the Aioli code's `--one_hot_factor`, Chen et al. 2024;
+    /// it and mixtera's port default to 1, pure one-hot, which starves the
+    /// other domains during the probe).
     pub one_hot_factor: f64,
     /// Passes over the K domains per LearnParams phase (mixtera `lp_sweep` = 1).
     pub lp_sweeps: usize,

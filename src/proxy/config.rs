@@ -56,7 +56,9 @@ pub struct ProxyConfig {
     pub checkpoints: usize,
 }
 
-// RegMix / Llama defaults (DESIGN.md, "Proxies").
+// Defaults of RegMix's proxy training (its TinyLlama script,
+// `model_training/pretrain/tinyllama.py`: AdamW β = (0.9, 0.95), weight decay
+// 0.1, gradient clip 1.0, cosine decay) and of Llama (RoPE θ = 10⁴, init std 0.02).
 fn default_rope_theta() -> f64 {
     10_000.0
 }
