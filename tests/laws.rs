@@ -438,8 +438,35 @@ fn ensemble_reports_its_spread_at_the_optimum() {
         "2",
     ]));
     assert!(text.contains("spread (ensemble std)"), "{text}");
-    let spread = json(&out)["provenance"]["spread"].as_f64().unwrap();
-    assert!(spread.is_finite() && spread >= 0.0);
+    // The recorded spread is the members' spread at the written weights.
+    let fitted = mixopt::law::LawFile::load(&law).unwrap().fitted().unwrap();
+    let spread_at = |weights: &Path| -> (f64, f64) {
+        let w = json(weights);
+        let x: Vec<f64> = DOMAINS
+            .iter()
+            .map(|d| w["domains"][d].as_f64().unwrap())
+            .collect();
+        let recorded = w["provenance"]["spread"].as_f64().unwrap();
+        (recorded, fitted.predict_spread(&x).unwrap())
+    };
+    let (spread, recomputed) = spread_at(&out);
+    assert!(
+        (spread - recomputed).abs() < 1e-9,
+        "{spread} vs {recomputed}"
+    );
+    // Bagged members disagree somewhere, and the penalty steers away from where
+    // they disagree most: the unpenalized optimum has at least this spread.
+    let plain = dir.path().join("plain.json");
+    stdout_of(optimize(&law, &plain).args(["--proposer", "exact", "--starts", "2"]));
+    let (plain_spread, _) = spread_at(&plain);
+    assert!(
+        plain_spread > 0.0,
+        "members agree everywhere: {plain_spread}"
+    );
+    assert!(
+        spread <= plain_spread + 1e-9,
+        "penalized {spread} vs unpenalized {plain_spread}"
+    );
 }
 
 /// `--cache`: available tokens come from a token cache's manifest. Domain d

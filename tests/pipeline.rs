@@ -290,10 +290,26 @@ fn sweep_fit_predict_optimize_end_to_end() {
             .arg("--out")
             .arg(&law),
     );
-    assert!(fit.to_lowercase().contains("spearman"), "{fit}");
     let law_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
     assert_eq!(law_json["kind"], "linear");
+    // The CV line printed is the CV stored: 12 runs, the same ρ (×100, 2 decimals).
+    let cv = fit
+        .lines()
+        .find(|l| l.contains("-fold CV"))
+        .unwrap_or_else(|| panic!("no CV line: {fit}"));
+    assert!(cv.contains("n=12"), "{cv}");
+    let printed: f64 = cv
+        .split("spearman")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no spearman figure: {cv}"));
+    let stored = law_json["cv"]["spearman"].as_f64().unwrap();
+    assert!(
+        (printed - 100.0 * stored).abs() <= 0.005 + 1e-9,
+        "{cv} vs {stored}"
+    );
 
     let pred = stdout_of(
         mixopt()
@@ -324,7 +340,15 @@ fn sweep_fit_predict_optimize_end_to_end() {
         .map(|v| v.as_f64().unwrap())
         .sum();
     assert!((sum - 1.0).abs() < 1e-9);
-    assert!(w["predicted"].as_f64().unwrap().is_finite());
+    // "predicted" is the law's prediction at the weights written.
+    let law_file = mixopt::law::LawFile::load(&law).unwrap();
+    let written = mixopt::Mixture::parse_or_load(weights.to_str().unwrap()).unwrap();
+    let at_weights = law_file.predict_mixture(&written).unwrap();
+    let predicted = w["predicted"].as_f64().unwrap();
+    assert!(
+        (predicted - at_weights).abs() <= 1e-9 * at_weights.abs().max(1.0),
+        "predicted {predicted}, law at the weights {at_weights}"
+    );
     assert!(w["provenance"]["law_sha256"].as_str().unwrap().len() == 64);
     // The weights file trains a proxy directly.
     mixopt()
@@ -488,7 +512,30 @@ fn sweep_measures_its_noise_floor_and_fit_reports_it() {
         serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
     assert_eq!(law["n_runs"], 4, "noise runs are not fitted");
     assert_eq!(law["noise"]["seeds"], 2);
-    assert!(law["noise"]["seed_sd"].as_f64().unwrap() >= 0.0);
+    // seed_sd is the sample sd of the target (mean loss) over the natural
+    // mixture's two seeds, |a − b|/√2, recomputed here from the table.
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let mean_loss = |id: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("no row {id}"));
+        let losses: Vec<f64> = header
+            .iter()
+            .zip(row.split(','))
+            .filter(|(h, _)| h.starts_with("loss_"))
+            .map(|(_, v)| v.parse().unwrap())
+            .collect();
+        losses.iter().sum::<f64>() / losses.len() as f64
+    };
+    let want = (mean_loss("noise-natural-0") - mean_loss("noise-natural-1")).abs() / 2f64.sqrt();
+    let got = law["noise"]["seed_sd"].as_f64().unwrap();
+    assert!(want > 0.0, "two seeds gave the same loss");
+    assert!(
+        (got - want).abs() <= 1e-9 * want.max(1.0),
+        "seed_sd {got}, recomputed {want}"
+    );
 }
 
 /// The default path on a proxy with checkpoints: the scale-aware law predicts
