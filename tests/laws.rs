@@ -190,11 +190,37 @@ fn fit_all_compares_every_law_on_the_same_folds() {
     assert!(e.contains("--law all"), "{e}");
 }
 
-/// RegMix's 512 train / 256 test 1M-proxy runs. LightGBM with RegMix's
-/// settings reaches Spearman ρ = 99.04 on this split (bench/regmix_fit.sh,
-/// docs/benchmarks.md); the bar is ρ ≥ 99.0.
+/// LightGBM's figures on RegMix's 1M-proxy split as docs/benchmarks.md records
+/// them (the row "LightGBM 4.7.0, RegMix's settings", measured independently
+/// by bench/regmix_fit.sh): (CV ρ, test ρ), ×100.
+fn lightgbm_figures() -> (f64, f64) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| LightGBM") && l.contains("RegMix's settings"))
+        .expect("docs/benchmarks.md has no LightGBM row");
+    // | law | CV ρ | CV r | CV MSE | test ρ | …; the CV figures carry a `*`.
+    let cell = |i: usize| -> f64 {
+        row.split('|')
+            .nth(i)
+            .unwrap()
+            .trim()
+            .trim_end_matches('*')
+            .parse()
+            .unwrap()
+    };
+    (cell(2), cell(5))
+}
+
+/// RegMix's 512 train / 256 test 1M-proxy runs: the `gbdt` law ranks the test
+/// runs at least as well as LightGBM with RegMix's settings does (the
+/// benchmark's figure, read from docs/benchmarks.md; the tolerance is that
+/// figure's rounding). Its own CV (mixopt's folds) is compared with LightGBM's
+/// CV on its own shuffle of the same runs, the same way.
 #[test]
 fn gbdt_reaches_lightgbm_quality_on_regmix() {
+    let (lgbm_cv, lgbm_test) = lightgbm_figures();
     let dir = tempfile::tempdir().unwrap();
     let law = dir.path().join("law.json");
     let d = Path::new(REGMIX);
@@ -213,10 +239,13 @@ fn gbdt_reaches_lightgbm_quality_on_regmix() {
             .arg(&law),
     );
     let f = json(&law);
-    let rho = f["test"]["score"]["spearman"].as_f64().unwrap();
-    assert!(rho >= 0.990, "train→test ρ {rho}");
-    // 5-fold CV on the train runs measured 98.50 (docs/benchmarks.md).
-    assert!(f["cv"]["spearman"].as_f64().unwrap() > 0.98);
+    let rho = 100.0 * f["test"]["score"]["spearman"].as_f64().unwrap();
+    assert!(
+        rho >= lgbm_test - 0.005,
+        "train→test ρ {rho:.3} < LightGBM's {lgbm_test}"
+    );
+    let cv = 100.0 * f["cv"]["spearman"].as_f64().unwrap();
+    assert!(cv >= lgbm_cv - 0.005, "CV ρ {cv:.3} < LightGBM's {lgbm_cv}");
 }
 
 /// A hand-written log-linear law y = 5 − Σ a_j·ln(w_j + ε), a = (1, 2, 3, 4),
