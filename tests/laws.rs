@@ -467,6 +467,15 @@ fn ensemble_reports_its_spread_at_the_optimum() {
         "2",
     ]));
     assert!(text.contains("spread (ensemble std)"), "{text}");
+    // Runs imported as two CSVs have no sweep's natural token shares: the
+    // prior is the mean of their mixtures, and it is called that.
+    assert_eq!(json(&law)["prior_kind"], "runs_mean");
+    let header = text.lines().find(|l| l.starts_with("domain")).unwrap();
+    assert!(
+        header.ends_with("runs mean") && !text.contains("natural"),
+        "{text}"
+    );
+    assert_eq!(json(&out)["provenance"]["prior_label"], "runs mean");
     // The recorded spread is the members' spread at the written weights.
     let fitted = mixopt::law::LawFile::load(&law).unwrap().fitted().unwrap();
     let spread_at = |weights: &Path| -> (f64, f64) {

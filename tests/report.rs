@@ -143,7 +143,10 @@ fn report_has_every_chart_and_no_network() {
         !html.contains("class=\"warn\""),
         "CV recomputation differs from law.json"
     );
-    assert!(html.contains("optimized") && html.contains("uniform") && html.contains("natural"));
+    // A runs table written without a sweep's sidecar: its prior is the mean of
+    // the runs' mixtures, named so (not "natural").
+    assert!(html.contains("optimized") && html.contains("uniform") && html.contains("runs mean"));
+    assert!(!html.contains("natural"), "the runs' mean called natural");
     // Self-contained: nothing to fetch (the SVG namespace is an identifier, not a fetch).
     for needle in ["src=", "href=", "@import", "url("] {
         assert!(!html.contains(needle), "report references {needle}");

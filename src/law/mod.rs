@@ -205,6 +205,9 @@ pub struct LawFile {
     /// sweep's natural token shares from its sidecar, else the mean of the
     /// training mixtures.
     pub prior: Option<BTreeMap<String, f64>>,
+    /// Which of the two `prior` is (absent in files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_kind: Option<PriorKind>,
     pub seed: u64,
     pub source: Vec<HashedFile>,
     pub mixopt_version: String,
@@ -286,6 +289,29 @@ fn prior_to_mixture(prior: &BTreeMap<String, f64>, domains: &[String]) -> Result
     let names: Vec<String> = prior.keys().cloned().collect();
     let weights: Vec<f64> = prior.values().copied().collect();
     Mixture::new_in(names, weights, "prior")?.align(domains)
+}
+
+/// What a law file's `prior` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorKind {
+    /// The sweep's natural token shares (recorded in its sidecar).
+    Natural,
+    /// The mean of the fitted runs' mixtures: runs imported without a sweep's
+    /// sidecar, whose natural token shares are unknown.
+    RunsMean,
+}
+
+impl LawFile {
+    /// The name `optimize` and `report` print for the prior mixture:
+    /// "natural" only when it is the natural token shares.
+    pub fn prior_label(&self) -> &'static str {
+        match (&self.prior, self.prior_kind) {
+            (Some(_), Some(PriorKind::Natural)) => "natural",
+            (Some(_), Some(PriorKind::RunsMean)) => "runs mean",
+            _ => "prior",
+        }
+    }
 }
 
 /// A law file with its fitted law rebuilt once.
@@ -410,6 +436,7 @@ impl LawFile {
             test: None,
             n_runs: data.len(),
             prior: Some(prior.iter().map(|(d, w)| (d.to_string(), w)).collect()),
+            prior_kind: Some(PriorKind::RunsMean),
             seed: opts.seed,
             source: Vec::new(),
             mixopt_version: crate::VERSION.to_string(),
@@ -436,6 +463,7 @@ impl LawFile {
     pub fn with_sidecar_prior(mut self, prior: &BTreeMap<String, f64>) -> Result<Self> {
         let m = prior_to_mixture(prior, &self.domains)?;
         self.prior = Some(m.iter().map(|(d, w)| (d.to_string(), w)).collect());
+        self.prior_kind = Some(PriorKind::Natural);
         Ok(self)
     }
 }

@@ -167,7 +167,8 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         mixes.push(("optimized", o));
     }
     mixes.push(("uniform", &uniform));
-    mixes.push(("natural", &natural));
+    // "natural" only when the law's prior is the natural token shares.
+    mixes.push((file.prior_label(), &natural));
     let series: Vec<Series> = mixes
         .iter()
         .map(|(name, m)| Series {
@@ -177,7 +178,11 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         .collect();
     html.push_str("<section><h2>Mixture weights</h2>");
     if optimized.is_none() {
-        html.push_str("<p>No weights file given (<code>--weights</code>): uniform and natural mixtures only.</p>");
+        let _ = write!(
+            html,
+            "<p>No weights file given (<code>--weights</code>): the uniform and {} mixtures only.</p>",
+            file.prior_label()
+        );
     }
     html.push_str(&grouped_bars(
         "weights-bars",
