@@ -3,8 +3,9 @@
 use clap::Parser;
 use std::io::Write;
 
-// The default allocator spent 15–20% of a proxy training step zeroing fresh
-// pages (DESIGN.md, "Allocator"); mimalloc reuses them (see `main`).
+// The system allocator spent 15–20% of a proxy training step zeroing fresh
+// pages (measured with `perf`); mimalloc reuses them (see `main`, and
+// docs/benchmarks.md for the tokens/s it bought).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

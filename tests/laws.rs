@@ -190,11 +190,37 @@ fn fit_all_compares_every_law_on_the_same_folds() {
     assert!(e.contains("--law all"), "{e}");
 }
 
-/// RegMix's 512 train / 256 test 1M-proxy runs. LightGBM with RegMix's
-/// settings reaches Spearman ρ = 99.04 on this split (bench/regmix_fit.sh,
-/// docs/benchmarks.md); the bar is ρ ≥ 99.0.
+/// LightGBM's figures on RegMix's 1M-proxy split as docs/benchmarks.md records
+/// them (the row "LightGBM 4.7.0, RegMix's settings", measured independently
+/// by bench/regmix_fit.sh): (CV ρ, test ρ), ×100.
+fn lightgbm_figures() -> (f64, f64) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| LightGBM") && l.contains("RegMix's settings"))
+        .expect("docs/benchmarks.md has no LightGBM row");
+    // | law | CV ρ | CV r | CV MSE | test ρ | …; the CV figures carry a `*`.
+    let cell = |i: usize| -> f64 {
+        row.split('|')
+            .nth(i)
+            .unwrap()
+            .trim()
+            .trim_end_matches('*')
+            .parse()
+            .unwrap()
+    };
+    (cell(2), cell(5))
+}
+
+/// RegMix's 512 train / 256 test 1M-proxy runs: the `gbdt` law ranks the test
+/// runs at least as well as LightGBM with RegMix's settings does (the
+/// benchmark's figure, read from docs/benchmarks.md; the tolerance is that
+/// figure's rounding). Its own CV (mixopt's folds) is compared with LightGBM's
+/// CV on its own shuffle of the same runs, the same way.
 #[test]
 fn gbdt_reaches_lightgbm_quality_on_regmix() {
+    let (lgbm_cv, lgbm_test) = lightgbm_figures();
     let dir = tempfile::tempdir().unwrap();
     let law = dir.path().join("law.json");
     let d = Path::new(REGMIX);
@@ -213,10 +239,13 @@ fn gbdt_reaches_lightgbm_quality_on_regmix() {
             .arg(&law),
     );
     let f = json(&law);
-    let rho = f["test"]["score"]["spearman"].as_f64().unwrap();
-    assert!(rho >= 0.990, "train→test ρ {rho}");
-    // 5-fold CV on the train runs measured 98.50 (docs/benchmarks.md).
-    assert!(f["cv"]["spearman"].as_f64().unwrap() > 0.98);
+    let rho = 100.0 * f["test"]["score"]["spearman"].as_f64().unwrap();
+    assert!(
+        rho >= lgbm_test - 0.005,
+        "train→test ρ {rho:.3} < LightGBM's {lgbm_test}"
+    );
+    let cv = 100.0 * f["cv"]["spearman"].as_f64().unwrap();
+    assert!(cv >= lgbm_cv - 0.005, "CV ρ {cv:.3} < LightGBM's {lgbm_cv}");
 }
 
 /// A hand-written log-linear law y = 5 − Σ a_j·ln(w_j + ε), a = (1, 2, 3, 4),
@@ -438,8 +467,44 @@ fn ensemble_reports_its_spread_at_the_optimum() {
         "2",
     ]));
     assert!(text.contains("spread (ensemble std)"), "{text}");
-    let spread = json(&out)["provenance"]["spread"].as_f64().unwrap();
-    assert!(spread.is_finite() && spread >= 0.0);
+    // Runs imported as two CSVs have no sweep's natural token shares: the
+    // prior is the mean of their mixtures, and it is called that.
+    assert_eq!(json(&law)["prior_kind"], "runs_mean");
+    let header = text.lines().find(|l| l.starts_with("domain")).unwrap();
+    assert!(
+        header.ends_with("runs mean") && !text.contains("natural"),
+        "{text}"
+    );
+    assert_eq!(json(&out)["provenance"]["prior_label"], "runs mean");
+    // The recorded spread is the members' spread at the written weights.
+    let fitted = mixopt::law::LawFile::load(&law).unwrap().fitted().unwrap();
+    let spread_at = |weights: &Path| -> (f64, f64) {
+        let w = json(weights);
+        let x: Vec<f64> = DOMAINS
+            .iter()
+            .map(|d| w["domains"][d].as_f64().unwrap())
+            .collect();
+        let recorded = w["provenance"]["spread"].as_f64().unwrap();
+        (recorded, fitted.predict_spread(&x).unwrap())
+    };
+    let (spread, recomputed) = spread_at(&out);
+    assert!(
+        (spread - recomputed).abs() < 1e-9,
+        "{spread} vs {recomputed}"
+    );
+    // Bagged members disagree somewhere, and the penalty steers away from where
+    // they disagree most: the unpenalized optimum has at least this spread.
+    let plain = dir.path().join("plain.json");
+    stdout_of(optimize(&law, &plain).args(["--proposer", "exact", "--starts", "2"]));
+    let (plain_spread, _) = spread_at(&plain);
+    assert!(
+        plain_spread > 0.0,
+        "members agree everywhere: {plain_spread}"
+    );
+    assert!(
+        spread <= plain_spread + 1e-9,
+        "penalized {spread} vs unpenalized {plain_spread}"
+    );
 }
 
 /// `--cache`: available tokens come from a token cache's manifest. Domain d

@@ -290,10 +290,26 @@ fn sweep_fit_predict_optimize_end_to_end() {
             .arg("--out")
             .arg(&law),
     );
-    assert!(fit.to_lowercase().contains("spearman"), "{fit}");
     let law_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
     assert_eq!(law_json["kind"], "linear");
+    // The CV line printed is the CV stored: 12 runs, the same ρ (×100, 2 decimals).
+    let cv = fit
+        .lines()
+        .find(|l| l.contains("-fold CV"))
+        .unwrap_or_else(|| panic!("no CV line: {fit}"));
+    assert!(cv.contains("n=12"), "{cv}");
+    let printed: f64 = cv
+        .split("spearman")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no spearman figure: {cv}"));
+    let stored = law_json["cv"]["spearman"].as_f64().unwrap();
+    assert!(
+        (printed - 100.0 * stored).abs() <= 0.005 + 1e-9,
+        "{cv} vs {stored}"
+    );
 
     let pred = stdout_of(
         mixopt()
@@ -324,7 +340,15 @@ fn sweep_fit_predict_optimize_end_to_end() {
         .map(|v| v.as_f64().unwrap())
         .sum();
     assert!((sum - 1.0).abs() < 1e-9);
-    assert!(w["predicted"].as_f64().unwrap().is_finite());
+    // "predicted" is the law's prediction at the weights written.
+    let law_file = mixopt::law::LawFile::load(&law).unwrap();
+    let written = mixopt::Mixture::parse_or_load(weights.to_str().unwrap()).unwrap();
+    let at_weights = law_file.predict_mixture(&written).unwrap();
+    let predicted = w["predicted"].as_f64().unwrap();
+    assert!(
+        (predicted - at_weights).abs() <= 1e-9 * at_weights.abs().max(1.0),
+        "predicted {predicted}, law at the weights {at_weights}"
+    );
     assert!(w["provenance"]["law_sha256"].as_str().unwrap().len() == 64);
     // The weights file trains a proxy directly.
     mixopt()
@@ -488,7 +512,30 @@ fn sweep_measures_its_noise_floor_and_fit_reports_it() {
         serde_json::from_str(&std::fs::read_to_string(&law).unwrap()).unwrap();
     assert_eq!(law["n_runs"], 4, "noise runs are not fitted");
     assert_eq!(law["noise"]["seeds"], 2);
-    assert!(law["noise"]["seed_sd"].as_f64().unwrap() >= 0.0);
+    // seed_sd is the sample sd of the target (mean loss) over the natural
+    // mixture's two seeds, |a − b|/√2, recomputed here from the table.
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let mean_loss = |id: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("no row {id}"));
+        let losses: Vec<f64> = header
+            .iter()
+            .zip(row.split(','))
+            .filter(|(h, _)| h.starts_with("loss_"))
+            .map(|(_, v)| v.parse().unwrap())
+            .collect();
+        losses.iter().sum::<f64>() / losses.len() as f64
+    };
+    let want = (mean_loss("noise-natural-0") - mean_loss("noise-natural-1")).abs() / 2f64.sqrt();
+    let got = law["noise"]["seed_sd"].as_f64().unwrap();
+    assert!(want > 0.0, "two seeds gave the same loss");
+    assert!(
+        (got - want).abs() <= 1e-9 * want.max(1.0),
+        "seed_sd {got}, recomputed {want}"
+    );
 }
 
 /// The default path on a proxy with checkpoints: the scale-aware law predicts
@@ -593,6 +640,89 @@ fn scale_aware_fit_then_optimize_and_validate_on_a_larger_proxy() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--seeds"));
 }
 
+/// What the README says the demo prints: the optimized, uniform and natural
+/// mixtures with the target the law predicts for each and the target fresh
+/// proxies (seed + 1) reach on each, and whether prediction and outcome agree
+/// within the law's CV error. Checked against law.json, weights.json and a
+/// proxy trained here by `mixopt train`.
+fn check_demo_claims(stdout: &str, out: &Path, proxy: &Path) {
+    let table: Vec<(String, f64, f64)> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("mixture "))
+        .skip(1)
+        .take(3)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = table.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["optimized", "uniform", "natural"], "{stdout}");
+    // Predictions: the law's, as optimize recorded them in weights.json.
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("weights.json")).unwrap()).unwrap();
+    let recorded = [
+        w["predicted"].as_f64().unwrap(),
+        w["provenance"]["predicted_uniform"].as_f64().unwrap(),
+        w["provenance"]["predicted_natural"].as_f64().unwrap(),
+    ];
+    for ((name, pred, _), want) in table.iter().zip(recorded) {
+        assert!(
+            (pred - want).abs() <= 5e-5 + 1e-9,
+            "{name}: printed {pred}, recorded {want}"
+        );
+    }
+    // Outcome: uniform's "actual" is what `mixopt train` (uniform by default)
+    // reaches with the check's seed, averaged over the learnable domains.
+    let trained = stdout_of(
+        mixopt()
+            .args(["train", "--seed", "1", "--proxy"])
+            .arg(proxy)
+            .arg("--cache")
+            .arg(out.join("cache")),
+    );
+    let learnable: Vec<f64> = trained
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let is_domain =
+                f.len() == 3 && !["domain", "mean", "noise", "checkpoint"].contains(&f[0]);
+            is_domain.then(|| f[2].parse::<f64>().ok()).flatten()
+        })
+        .collect();
+    assert_eq!(learnable.len(), 5, "{trained}");
+    let uniform_actual = learnable.iter().sum::<f64>() / 5.0;
+    assert!(
+        (table[1].2 - uniform_actual).abs() <= 1e-4,
+        "uniform: demo {}, train {uniform_actual}",
+        table[1].2
+    );
+    // The verdict: the largest |predicted − actual| against the CV rmse.
+    let law: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("law.json")).unwrap()).unwrap();
+    let rmse = law["cv"]["mse"].as_f64().unwrap().sqrt();
+    let worst = table
+        .iter()
+        .map(|(_, p, a)| (p - a).abs())
+        .fold(0.0, f64::max);
+    let verdict = stdout
+        .lines()
+        .find(|l| l.starts_with("largest |predicted - actual|"))
+        .unwrap_or_else(|| panic!("no verdict: {stdout}"));
+    // Printed to 4 decimals: only a near tie could go either way.
+    if (worst - rmse).abs() > 2e-4 {
+        let want = if worst <= rmse { "within" } else { "OUTSIDE" };
+        assert!(
+            verdict.contains(want),
+            "worst {worst}, rmse {rmse}: {verdict}"
+        );
+    }
+}
+
 #[test]
 fn demo_runs_end_to_end_and_reruns_with_other_settings() {
     let tmp = tempfile::tempdir().unwrap();
@@ -611,7 +741,7 @@ fn demo_runs_end_to_end_and_reruns_with_other_settings() {
         )
     };
     let first = demo("0");
-    assert!(first.contains("optimized") && first.contains("uniform") && first.contains("natural"));
+    check_demo_claims(&first, &out, &t.join("test.toml"));
     for f in [
         "runs.csv",
         "law.json",

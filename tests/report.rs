@@ -3,10 +3,12 @@
 //! references, CV recomputed to law.json's figures) and rendered in headless
 //! Chromium (layout boxes for every chart, a screenshot that is not blank).
 //!
-//! Chromium: `MIXOPT_CHROMIUM` names the binary (default: `chromium` on PATH,
-//! then /usr/bin/chromium). Where it is absent the rendering test prints a
-//! notice and passes, unless `MIXOPT_REQUIRE_CHROMIUM=1` (set by .ci/run),
-//! which makes absence a failure.
+//! Chromium: the rendering test is `#[ignore]`d, so a plain `cargo test` lists
+//! it as ignored rather than passing it without Chromium; run it with
+//! `cargo test --release --test report -- --ignored` (.ci/run does, after
+//! installing Debian's chromium). Run that way it fails when there is no
+//! Chromium. `MIXOPT_CHROMIUM` names the binary (default: `chromium` on PATH,
+//! then /usr/bin/chromium).
 
 use assert_cmd::Command;
 use flate2::read::ZlibDecoder;
@@ -141,7 +143,10 @@ fn report_has_every_chart_and_no_network() {
         !html.contains("class=\"warn\""),
         "CV recomputation differs from law.json"
     );
-    assert!(html.contains("optimized") && html.contains("uniform") && html.contains("natural"));
+    // A runs table written without a sweep's sidecar: its prior is the mean of
+    // the runs' mixtures, named so (not "natural").
+    assert!(html.contains("optimized") && html.contains("uniform") && html.contains("runs mean"));
+    assert!(!html.contains("natural"), "the runs' mean called natural");
     // Self-contained: nothing to fetch (the SVG namespace is an identifier, not a fetch).
     for needle in ["src=", "href=", "@import", "url("] {
         assert!(!html.contains(needle), "report references {needle}");
@@ -310,16 +315,11 @@ fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
 }
 
 #[test]
+#[ignore = "needs headless Chromium: cargo test --release --test report -- --ignored (.ci/run runs it)"]
 fn report_renders_in_headless_chromium() {
-    let required = std::env::var("MIXOPT_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1");
-    let Some(bin) = chromium() else {
-        assert!(
-            !required,
-            "MIXOPT_REQUIRE_CHROMIUM=1 but no chromium (install Debian's chromium or set MIXOPT_CHROMIUM)"
-        );
-        println!("notice: chromium not found; skipping the headless rendering check");
-        return;
-    };
+    let bin = chromium().expect(
+        "no chromium: install Debian's chromium (apt-get install chromium) or set MIXOPT_CHROMIUM",
+    );
     let f = Fixture::new();
     let page = f.dir.join("report.html");
     f.report(&page);

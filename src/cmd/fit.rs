@@ -8,7 +8,7 @@
 use crate::law::noise;
 use crate::law::scaling::ScalingLaw;
 use crate::law::scaling_fit::{fit_scaling_law, points_from_runs};
-use crate::law::{fit_law, known_laws, FitOptions, HeldOut, Hyper, LoadedLaw, SourceFile};
+use crate::law::{fit_law, known_laws, FitOptions, HashedFile, HeldOut, Hyper, LoadedLaw};
 use crate::store::import::{
     from_runs_csv, from_two_tables, read_sidecar_prior, read_sidecar_reuse, RunsData,
 };
@@ -115,10 +115,10 @@ fn hyper(args: &Args) -> anyhow::Result<Hyper> {
     Ok(h)
 }
 
-fn sources(paths: &[PathBuf]) -> anyhow::Result<Vec<SourceFile>> {
+fn sources(paths: &[PathBuf]) -> anyhow::Result<Vec<HashedFile>> {
     paths
         .iter()
-        .map(|p| SourceFile::of(p).map_err(anyhow::Error::from))
+        .map(|p| HashedFile::of(p).map_err(anyhow::Error::from))
         .collect()
 }
 

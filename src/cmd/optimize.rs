@@ -184,6 +184,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             .align(&domains)
             .context("--prior")?,
     };
+    // What to call that mixture: "natural" only when it is the sweep's
+    // natural token shares (not the mean of imported runs, nor --prior).
+    let prior_label = match &args.prior {
+        Some(_) => "prior",
+        None => law_file.prior_label(),
+    };
     let proposer: Box<dyn Proposer> = match args.proposer.as_str() {
         "simulate" => Box::new(Simulate {
             n_candidates: args.candidates,
@@ -264,6 +270,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
         "prior": natural.to_map(),
         "predicted_uniform": pred_uniform,
         "predicted_natural": pred_natural,
+        "prior_label": prior_label,
         "spread": spread,
         "constraints": constraints,
         "kl_prior": args.kl_prior,
@@ -327,7 +334,7 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10}",
-        "domain", "optimized", "uniform", "natural"
+        "domain", "optimized", "uniform", prior_label
     );
     for (i, d) in domains.iter().enumerate() {
         println!(
@@ -381,7 +388,12 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
             );
         }
     }
-    for w in doubts(&law_file, proposal.predicted, pred_natural, args.maximize) {
+    for w in doubts(
+        &law_file,
+        proposal.predicted,
+        (prior_label, pred_natural),
+        args.maximize,
+    ) {
         eprintln!("warning: {w}");
     }
     println!("wrote {}", args.out.display());
@@ -395,9 +407,15 @@ pub fn run(args: Args) -> anyhow::Result<Outcome> {
 }
 
 /// Reasons not to trust the predicted gain: a prediction outside the targets
-/// the law was fitted on, or a gain over natural smaller than the law's own
-/// cross-validated error or the sweep's seed noise.
-pub fn doubts(law: &LawFile, predicted: f64, natural: f64, maximize: bool) -> Vec<String> {
+/// the law was fitted on, or a gain over the prior (`(label, prediction)`:
+/// natural, runs mean or --prior) smaller than the law's own cross-validated
+/// error or the sweep's seed noise.
+pub fn doubts(
+    law: &LawFile,
+    predicted: f64,
+    (prior_label, natural): (&str, f64),
+    maximize: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     let scaled = law.at_tokens.is_some() && law.at_tokens != law.proxy_tokens;
     if let (Some((lo, hi)), false) = (law.target_range, scaled) {
@@ -424,7 +442,7 @@ pub fn doubts(law: &LawFile, predicted: f64, natural: f64, maximize: bool) -> Ve
             .map(|n| format!(", seed noise sd {n:.4}"))
             .unwrap_or_default();
         out.push(format!(
-            "the predicted gain over the natural mixture ({gain:.4}) is smaller than the law's \
+            "the predicted gain over the {prior_label} mixture ({gain:.4}) is smaller than the law's \
              CV error (rmse {rmse:.4}{noise}): confirm it with `mixopt validate` before using it"
         ));
     }

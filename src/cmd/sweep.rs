@@ -42,15 +42,15 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads_per_run: usize,
     /// Temperature τ of the prior p^τ.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = SamplerConfig::REGMIX.temperature)]
     pub temperature: f64,
     /// Range LO:HI of the Dirichlet concentrations s (log-spaced, x ~ Dir(s·p')):
     /// RegMix's 0.1:5 spreads mixtures over the whole simplex; larger values
     /// keep them near the prior.
-    #[arg(long, default_value = "0.1:5", value_parser = parse_range)]
+    #[arg(long, default_value = REGMIX_CONCENTRATION.as_str(), value_parser = parse_range)]
     pub concentration: (f64, f64),
     /// At most this many epochs of any domain (RegMix's r_max).
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = SamplerConfig::REGMIX.max_repetition)]
     pub max_repetition: f64,
     /// Run only shard I of N (0-based; run k belongs to shard k mod N). Every
     /// shard samples the same mixtures; give each its own --out and combine
@@ -95,6 +95,12 @@ pub fn parse_shard(arg: &str) -> Result<Shard, String> {
     }
     Ok(Shard { index, count })
 }
+
+/// `--concentration`'s default, RegMix's range written as `LO:HI`.
+static REGMIX_CONCENTRATION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let (lo, hi) = SamplerConfig::REGMIX.concentration_range;
+    format!("{lo}:{hi}")
+});
 
 /// `LO:HI` with 0 < LO ≤ HI.
 pub fn parse_range(arg: &str) -> Result<(f64, f64), String> {

@@ -35,9 +35,10 @@ pub mod torchtitan;
 pub mod tree;
 pub mod yaml;
 
+pub use crate::store::trajectory::Trajectory;
 pub use paths::{DomainPaths, PathMap};
 pub use rounding::{RoundingSpec, Weights};
-pub use schedule::{SchedulePhase, Trajectory};
+pub use schedule::SchedulePhase;
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -1,9 +1,8 @@
 //! Multi-phase schedules from an online trajectory.
 //!
-//! A trajectory (written by `mixopt online`) is a CSV: `step`, then `w_<domain>`
-//! for every domain, then `loss_<domain>` (an empty cell where a domain's loss
-//! was not observed). `--phases N` cuts the trajectory's step range into N
-//! equal spans; a phase's mixture is the mean of the trajectory's mixtures in
+//! A trajectory (`store::trajectory`: written by an online mixing run, one row
+//! per policy update) gives the mixture over steps. `--phases N` cuts the
+//! trajectory's step range into N equal spans; a phase's mixture is the mean of the trajectory's mixtures in
 //! its span (so a phase is what the online policy fed the model on average
 //! there), and it starts at the span's first step. The first phase always
 //! starts at step 0. `--total-steps S` rescales the steps to a run of S steps
@@ -11,24 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
-use std::path::Path;
-
-/// One row of a trajectory.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrajectoryRow {
-    pub step: u64,
-    pub weights: Vec<f64>,
-    /// NaN where the loss was not observed.
-    pub losses: Vec<f64>,
-}
-
-/// A whole trajectory. Invariant: rows sorted by step, each `weights` a valid
-/// mixture over `domains`, `losses` one per domain.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Trajectory {
-    pub domains: Vec<String>,
-    pub rows: Vec<TrajectoryRow>,
-}
+use crate::store::trajectory::{Trajectory, TrajectoryRow};
 
 /// One phase of a schedule: from `start_step` on, train on `mixture`.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,126 +20,6 @@ pub struct SchedulePhase {
 }
 
 impl Trajectory {
-    pub fn load(path: &Path) -> Result<Trajectory> {
-        let text = crate::store::fsio::read_text(path)?;
-        Self::parse(path, &text)
-    }
-
-    pub fn parse(path: &Path, text: &str) -> Result<Trajectory> {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines
-            .next()
-            .ok_or_else(|| Error::parse(path, 0, "empty trajectory: no header line"))?;
-        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-        if cols.first() != Some(&"step") {
-            return Err(Error::parse(
-                path,
-                1,
-                "the first column must be \"step\" (header: step,w_<domain>…,loss_<domain>…)",
-            ));
-        }
-        let domains: Vec<String> = cols[1..]
-            .iter()
-            .filter_map(|c| c.strip_prefix("w_"))
-            .map(str::to_string)
-            .collect();
-        if domains.is_empty() {
-            return Err(Error::parse(path, 1, "no w_<domain> columns"));
-        }
-        let w_idx: Vec<usize> = domains
-            .iter()
-            .map(|d| {
-                cols.iter()
-                    .position(|c| *c == format!("w_{d}"))
-                    .unwrap_or(0)
-            })
-            .collect();
-        let l_idx: Vec<Option<usize>> = domains
-            .iter()
-            .map(|d| cols.iter().position(|c| *c == format!("loss_{d}")))
-            .collect();
-        let mut rows: Vec<TrajectoryRow> = Vec::new();
-        for (i, line) in lines {
-            let lineno = i + 1;
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-            if cells.len() != cols.len() {
-                return Err(Error::parse(
-                    path,
-                    lineno,
-                    format!(
-                        "{} fields, but the header has {} columns",
-                        cells.len(),
-                        cols.len()
-                    ),
-                ));
-            }
-            let step: u64 = cells[0].parse().map_err(|_| {
-                Error::parse(
-                    path,
-                    lineno,
-                    format!(
-                        "column 1 (step): {:?} is not a non-negative integer",
-                        cells[0]
-                    ),
-                )
-            })?;
-            if let Some(prev) = rows.last() {
-                if step <= prev.step {
-                    return Err(Error::parse(
-                        path,
-                        lineno,
-                        format!(
-                            "step {step} does not increase (previous row: {})",
-                            prev.step
-                        ),
-                    ));
-                }
-            }
-            let number = |j: usize| -> Result<f64> {
-                cells[j].parse::<f64>().map_err(|_| {
-                    Error::parse(
-                        path,
-                        lineno,
-                        format!(
-                            "column {} ({}): {:?} is not a number",
-                            j + 1,
-                            cols[j],
-                            cells[j]
-                        ),
-                    )
-                })
-            };
-            let weights = w_idx
-                .iter()
-                .map(|&j| number(j))
-                .collect::<Result<Vec<_>>>()?;
-            let mixture = Mixture::new_in(
-                domains.clone(),
-                weights,
-                &format!("{}:{lineno}", path.display()),
-            )?;
-            let losses = l_idx
-                .iter()
-                .map(|j| match j {
-                    Some(j) if !cells[*j].is_empty() => number(*j),
-                    _ => Ok(f64::NAN),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            rows.push(TrajectoryRow {
-                step,
-                weights: mixture.weights().to_vec(),
-                losses,
-            });
-        }
-        if rows.is_empty() {
-            return Err(Error::parse(path, 0, "trajectory has a header but no rows"));
-        }
-        Ok(Trajectory { domains, rows })
-    }
-
     /// Cut into `n` phases (see the module docs). `total_steps` rescales steps.
     pub fn phases(&self, n: usize, total_steps: Option<u64>) -> Result<Vec<SchedulePhase>> {
         if n == 0 {
@@ -221,17 +83,9 @@ impl Trajectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const T: &str = "step,w_a,w_b,loss_a,loss_b\n0,0.5,0.5,3.0,\n10,0.7,0.3,2.9,3.1\n20,0.1,0.9,,3.0\n30,0.3,0.7,2.7,2.8\n";
-
-    #[test]
-    fn reads_rows_with_missing_losses() {
-        let t = Trajectory::parse(Path::new("t.csv"), T).unwrap();
-        assert_eq!(t.domains, ["a", "b"]);
-        assert_eq!(t.rows.len(), 4);
-        assert!(t.rows[0].losses[1].is_nan());
-        assert_eq!(t.rows[2].losses[1], 3.0);
-    }
 
     #[test]
     fn phases_average_their_span() {
@@ -268,25 +122,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.phases(3, None).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn bad_rows_name_line_and_column() {
-        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n0,0.5,x\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("t.csv:2") && e.contains("w_b"), "{e}");
-        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n5,0.5,0.5\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("t.csv:3"), "{e}");
-        let e = Trajectory::parse(Path::new("t.csv"), "steps,w_a\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("t.csv:1"), "{e}");
-        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n0,0.9,0.5\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("t.csv:2"), "{e}");
     }
 }

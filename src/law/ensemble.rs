@@ -177,7 +177,23 @@ mod tests {
         let h: Hyper = [("learning_rate".to_string(), 0.1)].into();
         let f = EnsembleLaw::from_hyper(&h).unwrap().fit(&x, &y, 0).unwrap();
         let inside = f.predict_spread(&[0.25, 0.75]).unwrap();
-        assert!(inside >= 0.0);
+        // The spread is the members' population sd, and bagged members disagree.
+        let each: Vec<f64> = f.params()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                FittedGbdt::from_params(m, 2)
+                    .unwrap()
+                    .predict(&[0.25, 0.75])
+            })
+            .collect();
+        let mean = each.iter().sum::<f64>() / each.len() as f64;
+        let sd = (each.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / each.len() as f64).sqrt();
+        assert!(
+            inside > 0.0 && (inside - sd).abs() < 1e-12,
+            "{inside} vs {sd}"
+        );
         let g = load(&f.params(), 2).unwrap();
         assert_eq!(g.predict(&[0.3, 0.7]), f.predict(&[0.3, 0.7]));
         assert_eq!(g.predict_spread(&[0.3, 0.7]), f.predict_spread(&[0.3, 0.7]));

@@ -10,7 +10,8 @@
 //! `early_stopping_rounds` rounds without improvement on it, and the model is
 //! refit on all training runs with the best round count.
 //!
-//! Why not a crate: of the pure-Rust options in DESIGN.md, `perpetual` needs
+//! Why not a crate: linfa has no boosted trees, and of the pure-Rust options
+//! (`perpetual`, `forust-ml`, smartcore) and bindings, `perpetual` needs
 //! nightly Rust, `forust-ml` is no longer developed (its author moved to
 //! perpetual) and grows depth-wise with its own loss-guided defaults,
 //! smartcore's `XGRegressor` splits on exact values with no histogram, leaf

@@ -159,16 +159,17 @@ pub(crate) fn check_xy(x: &[Vec<f64>], y: &[f64]) -> Result<usize> {
     Ok(d)
 }
 
-/// A file a law was fit on, with its hash.
+/// A file a law was fit (or scored) on, with its hash (the corpus's own
+/// source files are `corpus::cache::SourceFile`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceFile {
+pub struct HashedFile {
     pub path: String,
     pub sha256: String,
 }
 
-impl SourceFile {
+impl HashedFile {
     pub fn of(path: &Path) -> Result<Self> {
-        Ok(SourceFile {
+        Ok(HashedFile {
             path: path.display().to_string(),
             sha256: crate::store::sha256_file(path)?,
         })
@@ -179,7 +180,7 @@ impl SourceFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldOut {
     pub score: Score,
-    pub source: Vec<SourceFile>,
+    pub source: Vec<HashedFile>,
 }
 
 /// law.json: what was fit, to what, how well, and from which data.
@@ -204,8 +205,11 @@ pub struct LawFile {
     /// sweep's natural token shares from its sidecar, else the mean of the
     /// training mixtures.
     pub prior: Option<BTreeMap<String, f64>>,
+    /// Which of the two `prior` is (absent in files of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_kind: Option<PriorKind>,
     pub seed: u64,
-    pub source: Vec<SourceFile>,
+    pub source: Vec<HashedFile>,
     pub mixopt_version: String,
     /// The sweep's noise floor (from its noise-floor runs), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,6 +291,29 @@ fn prior_to_mixture(prior: &BTreeMap<String, f64>, domains: &[String]) -> Result
     Mixture::new_in(names, weights, "prior")?.align(domains)
 }
 
+/// What a law file's `prior` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorKind {
+    /// The sweep's natural token shares (recorded in its sidecar).
+    Natural,
+    /// The mean of the fitted runs' mixtures: runs imported without a sweep's
+    /// sidecar, whose natural token shares are unknown.
+    RunsMean,
+}
+
+impl LawFile {
+    /// The name `optimize` and `report` print for the prior mixture:
+    /// "natural" only when it is the natural token shares.
+    pub fn prior_label(&self) -> &'static str {
+        match (&self.prior, self.prior_kind) {
+            (Some(_), Some(PriorKind::Natural)) => "natural",
+            (Some(_), Some(PriorKind::RunsMean)) => "runs mean",
+            _ => "prior",
+        }
+    }
+}
+
 /// A law file with its fitted law rebuilt once.
 pub struct LoadedLaw {
     pub file: LawFile,
@@ -355,7 +382,7 @@ impl Default for FitOptions {
 
 /// Cross-validate, then fit on all runs. The returned law file has the mean
 /// training mixture as `prior` and no `source`; callers that read the runs
-/// from files set both (`with_sidecar_prior`, `SourceFile::of`).
+/// from files set both (`with_sidecar_prior`, `HashedFile::of`).
 pub fn fit_law(data: &RunsData, target: &Target, opts: &FitOptions) -> Result<LoadedLaw> {
     let law = law_by_name_with(&opts.law, &opts.hyper)?;
     let y: Vec<f64> = data.metrics.iter().map(|m| target.eval(m)).collect();
@@ -409,6 +436,7 @@ impl LawFile {
             test: None,
             n_runs: data.len(),
             prior: Some(prior.iter().map(|(d, w)| (d.to_string(), w)).collect()),
+            prior_kind: Some(PriorKind::RunsMean),
             seed: opts.seed,
             source: Vec::new(),
             mixopt_version: crate::VERSION.to_string(),
@@ -435,6 +463,7 @@ impl LawFile {
     pub fn with_sidecar_prior(mut self, prior: &BTreeMap<String, f64>) -> Result<Self> {
         let m = prior_to_mixture(prior, &self.domains)?;
         self.prior = Some(m.iter().map(|(d, w)| (d.to_string(), w)).collect());
+        self.prior_kind = Some(PriorKind::Natural);
         Ok(self)
     }
 }

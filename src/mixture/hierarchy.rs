@@ -7,6 +7,7 @@
 //!
 //! A name without `:` is a source of its own.
 
+use super::sampler::SamplerConfig;
 use super::Mixture;
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -75,14 +76,15 @@ pub struct Level {
     pub prior: BTreeMap<String, f64>,
 }
 
+// A level's defaults are the flat sampler's (RegMix's).
 fn default_temperature() -> f64 {
-    0.5
+    SamplerConfig::REGMIX.temperature
 }
 fn default_range() -> (f64, f64) {
-    (0.1, 5.0)
+    SamplerConfig::REGMIX.concentration_range
 }
 fn default_n() -> usize {
-    15
+    SamplerConfig::REGMIX.n_concentrations
 }
 
 impl Default for Level {

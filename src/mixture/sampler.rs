@@ -20,7 +20,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-/// RegMix defaults (DESIGN.md, "Candidate mixtures").
+/// The sampler's settings. Their defaults (`SamplerConfig::REGMIX`) are the
+/// one place mixopt writes RegMix's sampler settings down; `sweep`'s flags and
+/// the per-level defaults (`mixture::hierarchy::Level`) take theirs from it.
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
     /// τ in p' ∝ p^τ; 0.5 flattens the token shares so small domains get explored.
@@ -38,17 +40,26 @@ pub struct SamplerConfig {
     pub levels: Option<Levels>,
 }
 
+impl SamplerConfig {
+    /// RegMix's candidate sampler (Liu et al., "RegMix: Data Mixture as
+    /// Regression for Language Model Pre-training", ICLR 2025; the settings of
+    /// its `mixture_config/synthesize_mixture.py`): τ = 0.5, 15 concentrations
+    /// log-spaced over [0.1, 5], at most 15 epochs of a domain, weights under
+    /// 2e-4 zeroed, near-duplicates within L1 1e-5 dropped.
+    pub const REGMIX: SamplerConfig = SamplerConfig {
+        temperature: 0.5,
+        max_repetition: 15.0,
+        concentration_range: (0.1, 5.0),
+        n_concentrations: 15,
+        min_weight: 2e-4,
+        dedup_l1: 1e-5,
+        levels: None,
+    };
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.5,
-            max_repetition: 15.0,
-            concentration_range: (0.1, 5.0),
-            n_concentrations: 15,
-            min_weight: 2e-4,
-            dedup_l1: 1e-5,
-            levels: None,
-        }
+        SamplerConfig::REGMIX
     }
 }
 

@@ -17,7 +17,7 @@
 //! hundred steps.
 
 use super::{
-    exact, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
+    float_text, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
 };
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
@@ -138,26 +138,26 @@ pub fn fit_power_law(ln_n: &[f64], loss: &[f64]) -> Option<PowerLaw> {
 pub struct Ado {
     params: Params,
     domains: Vec<String>,
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     prior: Vec<f64>,
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     pi: Vec<f64>,
     /// Credit scores h.
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     credit: Vec<f64>,
     /// Per domain: ln(tokens) of each kept point.
-    #[serde(with = "exact::vec_vec")]
+    #[serde(with = "float_text::vec_vec")]
     hist_ln_n: Vec<Vec<f64>>,
     /// Per domain: the loss of each kept point.
-    #[serde(with = "exact::vec_vec")]
+    #[serde(with = "float_text::vec_vec")]
     hist_loss: Vec<Vec<f64>>,
     /// Per domain: the fitted law as `[ε, β, α]`, empty before the first fit.
-    #[serde(with = "exact::vec_vec")]
+    #[serde(with = "float_text::vec_vec")]
     laws: Vec<Vec<f64>>,
     /// Per domain: points ever recorded (the history is decimated, this is not).
     n_points: Vec<u64>,
     /// Latest token count per domain.
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     tokens: Vec<f64>,
     avg: Average,
 }

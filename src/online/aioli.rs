@@ -14,7 +14,7 @@
 //! round trains on `p`.
 
 use super::{
-    exact, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
+    float_text, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
 };
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
@@ -31,9 +31,10 @@ pub struct Params {
     /// the plain multiplicative update of Aioli's Algorithm 1; the reference
     /// scripts' smoothed variant uses 0.1.
     pub ema: Option<f64>,
-    /// Weight on the favoured domain during a LearnParams interval. 0.75 as in
-    /// DESIGN.md (Aioli's `one_hot_factor`; mixtera's port defaults to 1, pure
-    /// one-hot, which starves the other domains during the probe).
+    /// Weight on the favoured domain during a LearnParams interval: 0.75, a
+    /// smoothed probe (the Aioli code's `--one_hot_factor`, Chen et al. 2024;
+    /// it and mixtera's port default to 1, pure one-hot, which starves the
+    /// other domains during the probe).
     pub one_hot_factor: f64,
     /// Passes over the K domains per LearnParams phase (mixtera `lp_sweep` = 1).
     pub lp_sweeps: usize,
@@ -64,21 +65,21 @@ impl Default for Params {
 pub struct Aioli {
     params: Params,
     domains: Vec<String>,
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     prior: Vec<f64>,
     /// The learned mixture p (trained on outside LearnParams).
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     p: Vec<f64>,
     /// What the trainer samples from now (p, or a LearnParams probe).
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     sampling: Vec<f64>,
     /// Accumulated loss drops `G[i][j]`: domain i's loss drop while leaning on j.
-    #[serde(with = "exact::vec_vec")]
+    #[serde(with = "float_text::vec_vec")]
     graph: Vec<Vec<f64>>,
-    #[serde(with = "exact::opt_vec")]
+    #[serde(with = "float_text::opt_vec")]
     ema_graph_colsum: Option<Vec<f64>>,
     /// Validation losses at the previous update.
-    #[serde(with = "exact::opt_vec")]
+    #[serde(with = "float_text::opt_vec")]
     prev_losses: Option<Vec<f64>>,
     /// Updates since warmup ended.
     calls: u64,

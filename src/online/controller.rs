@@ -9,6 +9,7 @@ use crate::corpus::cache::TokenCache;
 use crate::mixture::Mixture;
 use crate::proxy::train::{train_proxy_controlled, train_proxy_with, MixtureController, StepInfo};
 use crate::proxy::{ProxyConfig, TrainOptions, TrainReport};
+pub use crate::store::trajectory::TrajectoryRow;
 
 /// How a scheduled run updates its mixture.
 #[derive(Debug, Clone)]
@@ -33,17 +34,6 @@ pub struct ScheduledRun {
     pub result: Mixture,
     /// The starting weights (step 0), then one row per update.
     pub trajectory: Vec<TrajectoryRow>,
-}
-
-/// One policy update, as written to the trajectory CSV.
-#[derive(Debug, Clone)]
-pub struct TrajectoryRow {
-    /// Optimizer steps completed when the update happened.
-    pub step: usize,
-    /// Sampling weights from this update on.
-    pub weights: Vec<f64>,
-    /// Losses the policy saw (`None`: not observed at this update).
-    pub losses: Vec<Option<f64>>,
 }
 
 /// Drives an [`OnlinePolicy`] from inside proxy training.
@@ -92,7 +82,7 @@ impl MixtureController for PolicyController {
         self.sums.iter_mut().for_each(|s| *s = 0.0);
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.rows.push(TrajectoryRow {
-            step: done,
+            step: done as u64,
             weights: self.policy.weights().to_vec(),
             losses,
         });
@@ -100,31 +90,13 @@ impl MixtureController for PolicyController {
     }
 }
 
-/// The trajectory CSV: `step,w_<d>…,loss_<d>…`, an empty cell where a loss was
-/// not observed.
+/// The trajectory CSV (`store::trajectory`'s format) of `rows` over `domains`.
 pub fn trajectory_csv(domains: &[String], rows: &[TrajectoryRow]) -> String {
-    let mut text = String::from("step");
-    for d in domains {
-        text += &format!(",w_{d}");
+    crate::store::trajectory::Trajectory {
+        domains: domains.to_vec(),
+        rows: rows.to_vec(),
     }
-    for d in domains {
-        text += &format!(",loss_{d}");
-    }
-    text.push('\n');
-    for r in rows {
-        text += &r.step.to_string();
-        for w in &r.weights {
-            text += &format!(",{w}");
-        }
-        for l in &r.losses {
-            match l {
-                Some(l) => text += &format!(",{l}"),
-                None => text.push(','),
-            }
-        }
-        text.push('\n');
-    }
-    text
+    .to_csv()
 }
 
 /// Train one proxy on `mixture` with `schedule`'s policy updating the

@@ -8,7 +8,8 @@
 //! trainer here reports per-domain means, so the clip applies to the mean.
 
 use super::{
-    exact, mixture_of, params_from, softmax_into, Average, LossRequest, Observation, OnlinePolicy,
+    float_text, mixture_of, params_from, softmax_into, Average, LossRequest, Observation,
+    OnlinePolicy,
 };
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
@@ -39,10 +40,10 @@ impl Default for Params {
 pub struct DoReMi {
     params: Params,
     domains: Vec<String>,
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     reference: Vec<f64>,
     /// Current (smoothed) domain weights α.
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     alpha: Vec<f64>,
     avg: Average,
 }

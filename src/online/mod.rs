@@ -16,7 +16,7 @@ pub mod ado;
 pub mod aioli;
 pub mod controller;
 pub mod doremi;
-pub mod exact;
+pub mod float_text;
 pub mod http;
 pub mod loadgen;
 pub mod odm;
@@ -296,7 +296,7 @@ pub(crate) fn normalize(w: &mut [f64]) {
 /// Running sum of chosen weights, for [`OnlinePolicy::result`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Average {
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     sum: Vec<f64>,
     n: u64,
 }

@@ -9,7 +9,8 @@
 //! rate `ε_t = min(1/K, √(ln K / (K t)))`. Before `warmup_steps` the prior is used.
 
 use super::{
-    exact, mixture_of, params_from, softmax_into, Average, LossRequest, Observation, OnlinePolicy,
+    float_text, mixture_of, params_from, softmax_into, Average, LossRequest, Observation,
+    OnlinePolicy,
 };
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
@@ -62,16 +63,16 @@ impl Params {
 pub struct Odm {
     params: Params,
     domains: Vec<String>,
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     prior: Vec<f64>,
     /// Current sampling distribution π.
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     pi: Vec<f64>,
     /// Smoothed importance-weighted rewards R̂.
-    #[serde(with = "exact::vec")]
+    #[serde(with = "float_text::vec")]
     r_hat: Vec<f64>,
     /// ε_{t−1}.
-    #[serde(with = "exact::one")]
+    #[serde(with = "float_text::one")]
     eps_prev: f64,
     /// Bandit updates so far (t).
     t: u64,

@@ -279,14 +279,15 @@ mod tests {
     #[test]
     fn matches_unfused_forward_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
+        let mut rng = crate::proxy::testing::rng(3);
+        let mut randn =
+            |shape: &[usize]| crate::proxy::testing::randn(&mut rng, 0.0, 1.0, shape, &dev);
         // 70 positions: three causal row blocks, the last one partial.
         for (b, h, t, hd) in [(2, 3, 7, 4), (1, 2, 70, 8)] {
             let scale = 1.0 / (hd as f64).sqrt();
-            let mk = || -> Result<Var> {
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev)?)
-            };
+            let mut mk = || -> Result<Var> { Var::from_tensor(&randn(&[b, h, t, hd])?) };
             let (q, k, v) = (mk()?, mk()?, mk()?);
-            let probe = Tensor::randn(0f32, 1.0, (b, h, t, hd), &dev)?;
+            let probe = randn(&[b, h, t, hd])?;
             let fused = q.as_tensor().apply_op3(
                 k.as_tensor(),
                 v.as_tensor(),
@@ -317,9 +318,9 @@ mod tests {
     #[test]
     fn is_causal() -> Result<()> {
         let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (1, 1, 5, 2), &dev)?;
-        let k = Tensor::randn(0f32, 1.0, (1, 1, 5, 2), &dev)?;
-        let v = Tensor::randn(0f32, 1.0, (1, 1, 5, 2), &dev)?;
+        let mut rng = crate::proxy::testing::rng(5);
+        let mut randn = || crate::proxy::testing::randn(&mut rng, 0.0, 1.0, (1, 1, 5, 2), &dev);
+        let (q, k, v) = (randn()?, randn()?, randn()?);
         let v2 = v.slice_assign(
             &[0..1, 0..1, 4..5, 0..2],
             &Tensor::ones((1, 1, 1, 2), candle_core::DType::F32, &dev)?,

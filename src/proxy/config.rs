@@ -8,7 +8,7 @@ use std::path::Path;
 /// How the learning rate moves after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Schedule {
+pub enum LrSchedule {
     /// Linear warmup, then cosine decay to `lr_peak * lr_min_ratio`.
     Cosine,
     /// Linear warmup, then `lr_peak`.
@@ -38,7 +38,7 @@ pub struct ProxyConfig {
     pub lr_min_ratio: f64,
     pub warmup_steps: usize,
     #[serde(default = "default_schedule")]
-    pub schedule: Schedule,
+    pub schedule: LrSchedule,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     #[serde(default = "default_beta1")]
@@ -56,7 +56,9 @@ pub struct ProxyConfig {
     pub checkpoints: usize,
 }
 
-// RegMix / Llama defaults (DESIGN.md, "Proxies").
+// Defaults of RegMix's proxy training (its TinyLlama script,
+// `model_training/pretrain/tinyllama.py`: AdamW β = (0.9, 0.95), weight decay
+// 0.1, gradient clip 1.0, cosine decay) and of Llama (RoPE θ = 10⁴, init std 0.02).
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -66,8 +68,8 @@ fn default_init_std() -> f64 {
 fn default_lr_min_ratio() -> f64 {
     0.1
 }
-fn default_schedule() -> Schedule {
-    Schedule::Cosine
+fn default_schedule() -> LrSchedule {
+    LrSchedule::Cosine
 }
 fn default_weight_decay() -> f64 {
     0.1
@@ -192,8 +194,8 @@ impl ProxyConfig {
             return self.lr_peak * (step + 1) as f64 / self.warmup_steps as f64;
         }
         match self.schedule {
-            Schedule::Constant => self.lr_peak,
-            Schedule::Cosine => {
+            LrSchedule::Constant => self.lr_peak,
+            LrSchedule::Cosine => {
                 let span = (self.n_steps - self.warmup_steps).max(1) as f64;
                 let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
                 let lr_min = self.lr_peak * self.lr_min_ratio;

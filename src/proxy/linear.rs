@@ -235,12 +235,15 @@ mod tests {
     #[test]
     fn matches_candle_matmul_forward_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
+        let mut rng = crate::proxy::testing::rng(11);
+        let mut randn =
+            |shape: &[usize]| crate::proxy::testing::randn(&mut rng, 0.0, 1.0, shape, &dev);
         for xshape in [vec![3usize, 5, 7], vec![4, 7]] {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, xshape.as_slice(), &dev)?)?;
-            let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (6, 7), &dev)?)?;
+            let x = Var::from_tensor(&randn(&xshape)?)?;
+            let w = Var::from_tensor(&randn(&[6, 7])?)?;
             let mut oshape = xshape.clone();
             *oshape.last_mut().unwrap() = 6;
-            let probe = Tensor::randn(0f32, 1.0, oshape.as_slice(), &dev)?;
+            let probe = randn(&oshape)?;
             let fused = x.as_tensor().apply_op2(w.as_tensor(), FusedLinear)?;
             let flat = x.as_tensor().reshape(((), 7))?;
             let plain = flat

@@ -17,6 +17,8 @@ pub mod ops;
 pub mod optim;
 pub mod pool;
 pub mod sweep;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod train;
 pub mod validate;
 

@@ -2,7 +2,7 @@
 //! untied input/output embeddings), built from candle ops that all have a
 //! backward pass.
 //!
-//! Pitfalls this file avoids (DESIGN.md, "Known pitfalls"): candle's fused
+//! Pitfalls this file avoids (candle 0.11): candle's fused
 //! `rms_norm`/`softmax_last_dim`/`rope` have no backward, so on the CPU
 //! RMSNorm, RoPE (fused with the head split), SwiGLU and the cross-entropy are
 //! our own fused ops (`ops.rs`), attention is one op (`attention.rs`) and every

@@ -4,8 +4,8 @@
 //! Why they exist: built from basic ops, each element-wise chain is several
 //! passes forward and more backward, each allocating a tensor; for the proxies'
 //! small matrices those passes cost as much as the matmuls. Candle's own fused
-//! `softmax_last_dim` and `rms_norm` have no backward (DESIGN.md, "Known
-//! pitfalls"); RMSNorm from basic ops is six passes. Fewer nodes also matter
+//! `softmax_last_dim` and `rms_norm` have no backward (candle 0.11); RMSNorm
+//! from basic ops is six passes. Fewer nodes also matter
 //! backward: candle's backward allocates a zero tensor and adds into it for
 //! every gradient a node receives. Each op here is tested against the unfused
 //! composition, forward and gradient.

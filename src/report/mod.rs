@@ -19,11 +19,11 @@ pub mod interactions;
 pub mod svg;
 
 use crate::error::{Error, Result};
-use crate::export::Trajectory;
 use crate::law::cv::score_predictions;
 use crate::law::{law_by_name_with, LawFile, LoadedLaw, Score};
 use crate::mixture::Mixture;
 use crate::store::import::from_runs_csv;
+use crate::store::trajectory::Trajectory;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use svg::{esc, grouped_bars, lines, scatter, Series};
@@ -167,7 +167,8 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         mixes.push(("optimized", o));
     }
     mixes.push(("uniform", &uniform));
-    mixes.push(("natural", &natural));
+    // "natural" only when the law's prior is the natural token shares.
+    mixes.push((file.prior_label(), &natural));
     let series: Vec<Series> = mixes
         .iter()
         .map(|(name, m)| Series {
@@ -177,7 +178,11 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         .collect();
     html.push_str("<section><h2>Mixture weights</h2>");
     if optimized.is_none() {
-        html.push_str("<p>No weights file given (<code>--weights</code>): uniform and natural mixtures only.</p>");
+        let _ = write!(
+            html,
+            "<p>No weights file given (<code>--weights</code>): the uniform and {} mixtures only.</p>",
+            file.prior_label()
+        );
     }
     html.push_str(&grouped_bars(
         "weights-bars",
@@ -248,7 +253,12 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
             .enumerate()
             .map(|(i, d)| Series {
                 name: d.clone(),
-                values: t.rows.iter().map(|r| r.losses[i]).collect(),
+                // A loss not observed at an update is a gap in the line.
+                values: t
+                    .rows
+                    .iter()
+                    .map(|r| r.losses[i].unwrap_or(f64::NAN))
+                    .collect(),
             })
             .collect();
         let _ = write!(

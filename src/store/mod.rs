@@ -5,7 +5,10 @@
 //! externally produced CSVs (mixtures + metrics joined on an id column, e.g.
 //! RegMix's published runs) into the `RunsData` matrix the `law` stage fits.
 //!
-//! The helpers here are the CSV plumbing both share: reading a whole table with
+//! `trajectory` is the file an online mixing run writes (one row per policy
+//! update) and `export`/`report` read.
+//!
+//! The helpers here are the CSV plumbing they share: reading a whole table with
 //! 1-based line numbers, parsing cells into numbers with errors that name
 //! file, line and column, and hashing a source file for provenance.
 
@@ -17,10 +20,12 @@ pub mod runs;
 pub mod runs_data;
 pub mod runs_read;
 pub mod sidecar;
+pub mod trajectory;
 
 pub use checkpoints::{checkpoints_csv, checkpoints_path, read_checkpoints, CheckpointsWriter};
 pub use import::{from_runs_csv, from_two_csvs, read_mixture_table, MixtureTable, RunsData};
 pub use runs::{read_runs, RunRecord, RunsLayout, RunsWriter};
+pub use trajectory::{Trajectory, TrajectoryRow};
 
 use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};

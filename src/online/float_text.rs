@@ -1,4 +1,4 @@
-//! Exact float (de)serialization for persisted policy state.
+//! Floats as text, for persisted policy state: exact (de)serialization.
 //!
 //! serde_json (without its `float_roundtrip` feature, which this crate does not
 //! enable) parses floats on a best-effort basis and can be off by one ulp. A
