@@ -102,6 +102,10 @@ pub struct Args {
     /// scheduled: the time-averaged policy weights).
     #[arg(long)]
     pub weights_out: Option<PathBuf>,
+    /// Save the trained proxy's parameters here as safetensors (named
+    /// tok_emb, blocks.N.wq, …; `ProxyModel::load` reads them back).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
 }
 
 /// Set candle's own intra-op thread count (it reads RAYON_NUM_THREADS on every
@@ -238,6 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device: crate::proxy::parse_device(&args.device)?,
         threads,
         split: args.split,
+        save: args.save.clone(),
         ..TrainOptions::default()
     };
 
@@ -374,7 +379,12 @@ fn run_scheduled(
         (PolicyKind::Doremi, None) => {
             eprintln!("doremi: training the reference proxy on the starting mixture first");
             let pb = crate::progress::bar(cfg.n_steps as u64, "reference");
-            let r = train_proxy_with(cfg, cache, mixture, opts, |_| pb.inc(1))?;
+            // The reference proxy is not the one `--save` asks for.
+            let reference_opts = TrainOptions {
+                save: None,
+                ..opts.clone()
+            };
+            let r = train_proxy_with(cfg, cache, mixture, &reference_opts, |_| pb.inc(1))?;
             pb.finish_and_clear();
             Some(r.losses[..cache.domains().len()].to_vec())
         }

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod config;
 pub mod device;
+pub mod kernels;
 pub mod linear;
 pub mod model;
 pub mod ops;
