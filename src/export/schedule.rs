@@ -1,8 +1,9 @@
 //! Multi-phase schedules from an online trajectory.
 //!
-//! A trajectory (written by `mixopt online`) is a CSV: `step`, then `w_<domain>`
-//! for every domain, then `loss_<domain>` (an empty cell where a domain's loss
-//! was not observed). `--phases N` cuts the trajectory's step range into N
+//! A trajectory (written by `mixopt online --trajectory` or `mixopt train
+//! --trajectory`) is a CSV: `step`, then `w_<domain>` for every domain, then
+//! `loss_<domain>` (an empty cell where a domain's loss was not observed);
+//! steps never decrease, and of rows at one step the last counts. `--phases N` cuts the trajectory's step range into N
 //! equal spans; a phase's mixture is the mean of the trajectory's mixtures in
 //! its span (so a phase is what the online policy fed the model on average
 //! there), and it starts at the span's first step. The first phase always
@@ -105,14 +106,11 @@ impl Trajectory {
                 )
             })?;
             if let Some(prev) = rows.last() {
-                if step <= prev.step {
+                if step < prev.step {
                     return Err(Error::parse(
                         path,
                         lineno,
-                        format!(
-                            "step {step} does not increase (previous row: {})",
-                            prev.step
-                        ),
+                        format!("step {step} decreases (previous row: {})", prev.step),
                     ));
                 }
             }
@@ -146,6 +144,11 @@ impl Trajectory {
                     _ => Ok(f64::NAN),
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // A repeated step (`mixopt online` may take several updates at
+            // one trainer step): the later row holds the weights from then on.
+            if rows.last().is_some_and(|p| p.step == step) {
+                rows.pop();
+            }
             rows.push(TrajectoryRow {
                 step,
                 weights: mixture.weights().to_vec(),

@@ -17,9 +17,10 @@ pub mod aioli;
 pub mod doremi;
 pub mod exact;
 pub mod http;
-pub mod loadgen;
 pub mod odm;
+mod request;
 pub mod service;
+pub mod trajectory;
 
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
