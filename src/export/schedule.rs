@@ -279,10 +279,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.csv:2") && e.contains("w_b"), "{e}");
-        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n5,0.5,0.5\n")
+        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n4,0.5,0.5\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("t.csv:3"), "{e}");
+        assert!(e.contains("t.csv:3") && e.contains("decreases"), "{e}");
+        // A repeated step (several online updates at one step): the later row counts.
+        let t =
+            Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n5,0.2,0.8\n").unwrap();
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.rows[0].weights, vec![0.2, 0.8]);
         let e = Trajectory::parse(Path::new("t.csv"), "steps,w_a\n")
             .unwrap_err()
             .to_string();
