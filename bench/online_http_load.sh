@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTP load test for `mixopt online --listen` (issue 5): starts a server on
 # 127.0.0.1 (ODM, 20 domains, state file in a temp dir), then a second
-# `mixopt` process sends bounded keep-alive POST /observe traffic to it
+# process (examples/online_loadgen.rs) sends bounded keep-alive POST /observe traffic to it
 # (REQUESTS per run, at most MAX_S seconds each) with 1, 4 and 16 connections.
 # Traffic goes to loopback only (the load generator refuses anything else).
 #
@@ -9,6 +9,8 @@
 #   STATE_DIR=/dev/shm bash bench/online_http_load.sh
 set -euo pipefail
 MIXOPT=${MIXOPT:-$(dirname "$0")/../target/release/mixopt}
+LOADGEN=${LOADGEN:-$(dirname "$0")/../target/release/examples/online_loadgen}
+[ -x "$LOADGEN" ] || (cd "$(dirname "$0")/.." && cargo build --release --quiet --example online_loadgen)
 REQUESTS=${REQUESTS:-20000}
 MAX_S=${MAX_S:-30}
 PORT=${PORT:-18377}
@@ -30,6 +32,6 @@ for _ in $(seq 50); do
 done
 echo "state file: $STATE ($(df -T "$STATE_DIR" | awk 'NR==2{print $2}'))"
 for c in $CONNS; do
-  "$MIXOPT" online --policy odm --domains "$DOMAINS" --load-test "127.0.0.1:$PORT" \
+  "$LOADGEN" "127.0.0.1:$PORT" --domains "$DOMAINS" \
     --requests "$REQUESTS" --connections "$c" --max-seconds "$MAX_S"
 done

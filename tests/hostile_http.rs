@@ -217,6 +217,56 @@ fn framing_errors_get_their_status_not_a_reset() {
     assert_eq!(std::fs::read(&state).unwrap(), before);
 }
 
+/// Chunked request bodies are read (split anywhere, with an extension and a
+/// trailer), `Expect: 100-continue` gets its interim answer before the body
+/// is sent, and bad chunked framing gets its status, the state untouched.
+#[test]
+fn chunked_bodies_and_expect_continue_are_served() {
+    let (_tmp, state) = tmp_state();
+    let server = Server::start(&state, &[]);
+    let (st, body) = server.raw(
+        b"POST /observe HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          a\r\n{\"step\":1,\r\n1b;ext=1\r\n\"losses\":{\"a\":3.0,\"b\":2.0}}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"updated\":true"), "{body}");
+    assert_eq!(state_file(&state)["n_updates"], 1);
+    // Expect: 100-continue: the client waits for `100 Continue`, then sends.
+    let payload = "{\"step\":2,\"losses\":{\"a\":3.0,\"b\":2.0}}";
+    let mut s = server.connect();
+    write!(
+        s,
+        "POST /observe HTTP/1.1\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        payload.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let (st, _) = read_response(&mut r).unwrap();
+    assert_eq!(st, 100);
+    s.write_all(payload.as_bytes()).unwrap();
+    let (st, body) = read_response(&mut r).unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(state_file(&state)["n_updates"], 2);
+    let before = std::fs::read(&state).unwrap();
+    for (raw, want) in [
+        // Not hex.
+        (&b"POST /observe HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"[..], 400),
+        // Chunk data longer than its size.
+        (b"POST /observe HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n", 400),
+        // Both framings (a smuggling vector).
+        (b"POST /observe HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n0\r\n\r\n", 400),
+        // A chunk past the body limit.
+        (b"POST /observe HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n200000\r\n", 413),
+        (b"POST /observe HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST /observe HTTP/1.1\r\nContent-Length: 2\r\nExpect: later\r\n\r\n{}", 417),
+    ] {
+        let (st, body) = server.raw(raw);
+        assert_eq!(st, want, "{}: {body}", preview(raw));
+        assert!(body.contains("\"error\""), "{body}");
+    }
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+}
+
 #[test]
 fn a_request_retried_after_a_crash_is_applied_once() {
     let (_tmp, state) = tmp_state();

@@ -41,18 +41,14 @@ pub struct Args {
     /// many seconds (slow or stalled clients are cut off).
     #[arg(long, default_value_t = 10.0)]
     pub request_timeout_s: f64,
+    /// Append one CSV row per committed update here (step, w_<domain>…,
+    /// loss_<domain>…): the trajectory `mixopt export --schedule` reads.
+    /// Resumed with --state; a new state refuses a file that already has rows.
+    #[arg(long)]
+    pub trajectory: Option<PathBuf>,
     /// Benchmark: time this many policy updates on synthetic losses, print µs/update.
     #[arg(long, hide = true)]
     pub bench: Option<usize>,
-    /// Benchmark: send --requests POST /observe to this loopback server address.
-    #[arg(long, hide = true)]
-    pub load_test: Option<String>,
-    #[arg(long, hide = true, default_value_t = 20_000)]
-    pub requests: usize,
-    #[arg(long, hide = true, default_value_t = 4)]
-    pub connections: usize,
-    #[arg(long, hide = true, default_value_t = 60.0)]
-    pub max_seconds: f64,
 }
 
 /// Parse `--reference`: `{"d": loss}`, `{"domains": {"d": loss}}` or "d=loss,…".
@@ -117,31 +113,6 @@ fn resolve_prior(args: &Args) -> anyhow::Result<Mixture> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let prior = resolve_prior(&args)?;
-    if let Some(addr) = &args.load_test {
-        let addr: std::net::SocketAddr = addr
-            .parse()
-            .with_context(|| format!("--load-test {addr}: expected IP:PORT"))?;
-        let r = online::loadgen::load_test(
-            addr,
-            prior.domains(),
-            args.requests,
-            args.connections,
-            args.max_seconds,
-        )?;
-        println!(
-            "{} requests ({} ok, {} errors, {} unanswered) over {} connections in {:.3} s: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
-            r.ok + r.errors + r.failed,
-            r.ok,
-            r.errors,
-            r.failed,
-            args.connections,
-            r.wall_s,
-            r.requests_per_s(),
-            r.p50_ms,
-            r.p99_ms
-        );
-        return Ok(());
-    }
     let reference = match (&args.reference, args.policy) {
         (Some(r), _) => Some(load_reference(r, prior.domains())?),
         (None, PolicyKind::Doremi) => {
@@ -158,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.bench {
         return bench(&spec, n);
     }
-    let service = Service::open(&spec, args.state.as_deref())?;
+    let service = Service::open(&spec, args.state.as_deref(), args.trajectory.as_deref())?;
     if args.state.is_none() {
         eprintln!("mixopt online: no --state given, nothing will be persisted");
     }
@@ -303,7 +274,7 @@ fn bench(spec: &PolicySpec, n: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mixopt-online-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let state = dir.join("state.json");
-    let mut svc = Service::open(spec, Some(&state))?;
+    let mut svc = Service::open(spec, Some(&state), None)?;
     let mut times = Vec::new();
     for t in 0..n.min(5000) {
         let body = serde_json::json!({

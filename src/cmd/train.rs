@@ -103,6 +103,10 @@ pub struct Args {
     /// scheduled: the time-averaged policy weights).
     #[arg(long)]
     pub weights_out: Option<PathBuf>,
+    /// Save the trained proxy's parameters here as safetensors (named
+    /// tok_emb, blocks.N.wq, …; `ProxyModel::load` reads them back).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -138,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device: crate::proxy::parse_device(&args.device)?,
         threads,
         split: args.split,
+        save: args.save.clone(),
         ..TrainOptions::default()
     };
 

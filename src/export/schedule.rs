@@ -1,7 +1,8 @@
 //! Multi-phase schedules from an online trajectory.
 //!
-//! A trajectory (`store::trajectory`: written by an online mixing run, one row
-//! per policy update) gives the mixture over steps. `--phases N` cuts the
+//! A trajectory (`store::trajectory`: written by `mixopt online --trajectory` or
+//! `mixopt train --trajectory`, one row per policy update; of rows at one step
+//! the last counts) gives the mixture over steps. `--phases N` cuts the
 //! trajectory's step range into N equal spans; a phase's mixture is the mean of the trajectory's mixtures in
 //! its span (so a phase is what the online policy fed the model on average
 //! there), and it starts at the span's first step. The first phase always

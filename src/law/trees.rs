@@ -146,7 +146,10 @@ pub struct FittedGbdt {
     pub trees: Vec<Tree>,
     /// Rounds chosen by early stopping on the internal split (= trees.len()).
     pub best_rounds: usize,
-    pub n_features: usize,
+    /// Mixture components the booster reads; private because `predict_batch`
+    /// relies on the packed nodes' features being below it (read it with
+    /// `n_features()`).
+    n_features: usize,
     /// All trees' nodes packed for fast evaluation (built by `compile`).
     #[serde(skip)]
     packed: Packed,
@@ -169,8 +172,13 @@ struct Node {
 }
 
 /// Every tree's nodes in one array, each tree's root and depth.
+///
+/// Invariant (checked by `compile`, relied on by `predict_batch`'s unchecked
+/// reads): every `kids` entry and every root is an index into `nodes`, and
+/// every `feature` is below `n_features.max(1)` (a leaf reads feature 0).
 #[derive(Debug, Clone, Default)]
 struct Packed {
+    n_features: usize,
     nodes: Vec<Node>,
     value: Vec<f64>,
     roots: Vec<u32>,
@@ -204,8 +212,20 @@ impl FittedGbdt {
         f
     }
 
+    /// Mixture components the booster reads.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Packs the trees for evaluation and checks the packed invariant (every
+    /// child index in range, every feature below `n_features`) with real
+    /// asserts: a fitted tree always satisfies it and a loaded one passed
+    /// `Tree::check`, so a failure is a bug, never bad input.
     fn compile(&mut self) {
-        let mut p = Packed::default();
+        let mut p = Packed {
+            n_features: self.n_features,
+            ..Packed::default()
+        };
         for t in &self.trees {
             let base = p.nodes.len() as u32;
             p.roots.push(base);
@@ -229,6 +249,15 @@ impl FittedGbdt {
                 }
             }
         }
+        let n = p.nodes.len();
+        assert!(
+            p.nodes
+                .iter()
+                .all(|node| (node.feature as usize) < p.n_features.max(1)
+                    && node.kids.iter().all(|&k| (k as usize) < n)),
+            "gbdt: a packed node has a child or feature out of range"
+        );
+        assert!(p.roots.iter().all(|&r| (r as usize) < n));
         self.packed = p;
     }
 }
@@ -270,29 +299,32 @@ impl FittedLaw for FittedGbdt {
 
     fn predict_batch(&self, rows: &[Vec<f64>]) -> Vec<f64> {
         let p = &self.packed;
-        let d = self.n_features;
+        let d = p.n_features;
         let mut out = vec![self.init; rows.len()];
-        let mut flat = vec![0.0; BLOCK_ROWS * d];
+        // At least one column so a leaf's feature-0 read stays in range.
+        let stride = d.max(1);
+        let mut flat = vec![0.0; BLOCK_ROWS * stride];
         let mut idx = [0u32; BLOCK_ROWS];
         for (block, out) in rows.chunks(BLOCK_ROWS).zip(out.chunks_mut(BLOCK_ROWS)) {
             let m = block.len();
             for (r, row) in block.iter().enumerate() {
-                flat[r * d..(r + 1) * d].copy_from_slice(&row[..d]);
+                flat[r * stride..r * stride + d].copy_from_slice(&row[..d]);
             }
             for (&root, &depth) in p.roots.iter().zip(&p.depth) {
                 idx[..m].fill(root);
                 for _ in 0..depth {
                     for (r, i) in idx[..m].iter_mut().enumerate() {
                         // SAFETY: `*i` starts at a root and only ever takes a
-                        // `kids` value; `compile` builds both from trees that
-                        // `Tree::check` (on load) or `grow` (on fit) keep in
-                        // range of `nodes`, and `feature < d` for every node,
-                        // so `r * d + feature < m * d <= flat.len()`. This is
+                        // `kids` value, all in range of `nodes`, and every
+                        // node's `feature < stride` (the `Packed` invariant,
+                        // which `compile` asserts; `packed` is private and only
+                        // `compile` writes it), so
+                        // `r * stride + feature < m * stride <= flat.len()`. This is
                         // the innermost loop of 1e6-candidate simulations;
                         // bounds checks cost ~40% of it.
                         unsafe {
                             let n = p.nodes.get_unchecked(*i as usize);
-                            let x = *flat.get_unchecked(r * d + n.feature as usize);
+                            let x = *flat.get_unchecked(r * stride + n.feature as usize);
                             *i = *n.kids.get_unchecked((x > n.threshold) as usize);
                         }
                     }
@@ -307,5 +339,39 @@ impl FittedLaw for FittedGbdt {
 
     fn params(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stump(feature: i32) -> Tree {
+        Tree {
+            feature: vec![feature, -1, -1],
+            threshold: vec![0.5, 0.0, 0.0],
+            left: vec![1, 0, 0],
+            right: vec![2, 0, 0],
+            value: vec![0.0, -1.0, 1.0],
+        }
+    }
+
+    /// A tree reading past the booster's features is refused before the
+    /// unchecked batch evaluation can see it.
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn compile_refuses_a_feature_out_of_range() {
+        FittedGbdt::new(0.0, vec![stump(2)], 2);
+    }
+
+    #[test]
+    fn batch_matches_one_at_a_time() {
+        let f = FittedGbdt::new(0.25, vec![stump(0), stump(1)], 2);
+        let rows = vec![vec![0.1, 0.9], vec![0.9, 0.1], vec![0.5, 0.5]];
+        let batch = f.predict_batch(&rows);
+        let single: Vec<f64> = rows.iter().map(|r| f.predict(r)).collect();
+        assert_eq!(batch, single);
+        assert_eq!(single, vec![0.25, 0.25, -1.75]);
+        assert_eq!(f.n_features(), 2);
     }
 }

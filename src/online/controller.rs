@@ -143,7 +143,12 @@ pub fn train_scheduled(
         (PolicyKind::Doremi, None) => {
             eprintln!("doremi: training the reference proxy on the starting mixture first");
             let pb = crate::progress::bar(cfg.n_steps as u64, "reference");
-            let r = train_proxy_with(cfg, cache, mixture, opts, |_| pb.inc(1))?;
+            // The reference proxy is not the one `--save` asks for.
+            let reference_opts = TrainOptions {
+                save: None,
+                ..opts.clone()
+            };
+            let r = train_proxy_with(cfg, cache, mixture, &reference_opts, |_| pb.inc(1))?;
             pb.finish_and_clear();
             Some(r.losses[..cache.domains().len()].to_vec())
         }

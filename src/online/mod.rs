@@ -18,9 +18,10 @@ pub mod controller;
 pub mod doremi;
 pub mod float_text;
 pub mod http;
-pub mod loadgen;
 pub mod odm;
+mod request;
 pub mod service;
+pub mod trajectory;
 
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;

@@ -19,15 +19,17 @@
 //! One process per state file: `open` locks `STATE.lock`; a second server on
 //! the same state is refused instead of overwriting the first one's updates.
 
+use super::request::{request_digest, Applied, Request};
+use super::trajectory::{Row, TrajectoryLog};
 use super::{restore, Observation, OnlinePolicy, PolicyKind, PolicySpec};
 use crate::error::{Error, Result};
 use crate::mixture::write_atomic;
 use crate::store::fsio::{lock_exclusive, lock_path_for, FileLock};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Bumped when the state file's meaning changes (2: retry bookkeeping;
 /// version 1 files are read as having none).
@@ -58,109 +60,90 @@ struct StateFile {
     recent_request_ids: VecDeque<String>,
 }
 
-/// What the state remembers to recognize a retried request (the state
-/// file's `last_request` and `recent_request_ids`).
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Applied {
-    last_request: Option<String>,
-    recent_request_ids: VecDeque<String>,
+/// What the state file records: the policy and the request bookkeeping.
+#[derive(Debug)]
+struct State {
+    policy: Box<dyn OnlinePolicy>,
+    last_step: Option<u64>,
+    n_updates: u64,
+    applied: Applied,
 }
 
-impl Applied {
-    fn is_replay(&self, digest: &str, request_id: Option<&str>) -> bool {
-        match request_id {
-            Some(id) => self.recent_request_ids.iter().any(|r| r == id),
-            None => self.last_request.as_deref() == Some(digest),
+impl Clone for State {
+    fn clone(&self) -> Self {
+        State {
+            policy: self.policy.boxed_clone(),
+            last_step: self.last_step,
+            n_updates: self.n_updates,
+            applied: self.applied.clone(),
         }
     }
-
-    fn after(&self, digest: String, request_id: Option<String>) -> Applied {
-        let mut next = self.clone();
-        next.last_request = Some(digest);
-        if let Some(id) = request_id {
-            next.recent_request_ids.push_back(id);
-            while next.recent_request_ids.len() > MAX_REMEMBERED_IDS {
-                next.recent_request_ids.pop_front();
-            }
-        }
-        next
-    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Request {
-    step: u64,
-    losses: UniqueMap,
-    #[serde(default)]
-    tokens: UniqueMap,
-    /// Names this request for retries (any string up to 128 bytes, unique
-    /// per request: e.g. the step and the rank).
-    #[serde(default)]
-    request_id: Option<String>,
-}
-
-/// A JSON object of domain → number-or-null that refuses a key given twice
-/// (serde_json's maps keep the last one silently).
-#[derive(Debug, Default)]
-struct UniqueMap(BTreeMap<String, Option<f64>>);
-
-impl<'de> Deserialize<'de> for UniqueMap {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = UniqueMap;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of domain name to number or null")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<UniqueMap, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some((k, v)) = map.next_entry::<String, Option<f64>>()? {
-                    if out.contains_key(&k) {
-                        return Err(serde::de::Error::custom(format!(
-                            "domain {k:?} given twice"
-                        )));
-                    }
-                    out.insert(k, v);
-                }
-                Ok(UniqueMap(out))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-/// An update validated and applied to a copy of the policy, not yet installed.
+/// An update validated and applied to a copy of the policy, not yet staged.
 #[derive(Debug)]
 pub struct Pending {
-    policy: Box<dyn OnlinePolicy>,
-    step: u64,
+    next: State,
     changed: bool,
-    applied: Applied,
+    row: Row,
 }
 
 /// What a request amounts to.
 #[derive(Debug)]
 pub enum Prepared {
-    /// A new update, to install with [`Service::commit`].
+    /// A new update, to stage with [`Service::stage`].
     Update(Pending),
-    /// A retry of a request already applied: answer with
-    /// [`Service::replay_response`], change nothing.
+    /// A retry of a request already applied (or staged): answer with
+    /// [`Service::replay_response`] once it is written, change nothing.
     Replay,
 }
 
+/// Staged updates taken for writing ([`Service::take_batch`]): the state
+/// after the newest of them, its bytes and the trajectory rows.
+#[derive(Debug)]
+pub struct Batch {
+    /// The staging sequence number of the newest update in the batch.
+    pub seq: u64,
+    state: State,
+    file: Option<(PathBuf, Vec<u8>)>,
+    rows: Vec<Row>,
+    trajectory: Option<Arc<TrajectoryLog>>,
+}
+
+impl Batch {
+    /// Write the state (write-then-rename), then append the trajectory rows.
+    /// Touches no `Service`, so it can run outside a lock around one.
+    pub fn write(&self) -> Result<()> {
+        if let Some((path, bytes)) = &self.file {
+            write_atomic(path, bytes)?;
+        }
+        match &self.trajectory {
+            Some(t) => t.append(&self.rows),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A policy, its state file and the request protocol.
+///
+/// Updates go through three steps: [`Service::prepare`] validates a request
+/// and applies it to a copy; [`Service::stage`] makes that copy the base for
+/// the next request (so concurrent requests can share one write); a
+/// [`Batch`] of staged updates is written and then [`Service::install`]ed as
+/// the committed state, or [`Service::discard_staged`] drops them all when
+/// the write fails. The committed state is always what is on disk: what
+/// `GET /weights` and a replay answer with.
 #[derive(Debug)]
 pub struct Service {
     kind: PolicyKind,
-    policy: Box<dyn OnlinePolicy>,
     state_path: Option<PathBuf>,
-    last_step: Option<u64>,
-    n_updates: u64,
-    applied: Applied,
+    trajectory: Option<Arc<TrajectoryLog>>,
+    committed: State,
+    /// The state after the staged updates (None: nothing staged).
+    staged: Option<State>,
+    staged_rows: Vec<Row>,
+    /// Updates staged since the service was opened.
+    staged_seq: u64,
     /// Held for the process' life: one server per state file.
     _lock: Option<FileLock>,
 }
@@ -168,8 +151,32 @@ pub struct Service {
 impl Service {
     /// Resume from `state_path` if it exists (its policy and domains must match
     /// `spec`, and parameters given in `spec` must equal the saved ones), else
-    /// start fresh and write the initial state.
-    pub fn open(spec: &PolicySpec, state_path: Option<&Path>) -> Result<Self> {
+    /// start fresh and write the initial state. Committed updates are appended
+    /// to `trajectory` if given.
+    pub fn open(
+        spec: &PolicySpec,
+        state_path: Option<&Path>,
+        trajectory: Option<&Path>,
+    ) -> Result<Self> {
+        let resumed = state_path.is_some_and(Path::exists);
+        let mut svc = Self::open_state(spec, state_path)?;
+        if let Some(t) = trajectory {
+            let policy = svc.committed.policy.as_ref();
+            let (log, empty) = TrajectoryLog::open(t, policy.domains(), !resumed)?;
+            if empty && !resumed {
+                // As `mixopt train --trajectory`: the starting mixture at step 0.
+                log.append(&[Row {
+                    step: 0,
+                    weights: policy.weights().to_vec(),
+                    losses: vec![None; policy.domains().len()],
+                }])?;
+            }
+            svc.trajectory = Some(Arc::new(log));
+        }
+        Ok(svc)
+    }
+
+    fn open_state(spec: &PolicySpec, state_path: Option<&Path>) -> Result<Self> {
         let fresh = super::build(spec)?;
         let lock = match state_path {
             Some(p) => Some(lock_exclusive(
@@ -236,55 +243,75 @@ impl Service {
                     "field state.domains differs from field domains",
                 ));
             }
-            return Ok(Service {
-                kind: file.policy,
-                policy,
-                state_path: Some(path.to_path_buf()),
-                last_step: file.last_step,
-                n_updates: file.n_updates,
-                applied: Applied {
-                    last_request: file.last_request,
-                    recent_request_ids: file.recent_request_ids,
+            return Ok(Service::with(
+                file.policy,
+                state_path,
+                lock,
+                State {
+                    policy,
+                    last_step: file.last_step,
+                    n_updates: file.n_updates,
+                    applied: Applied {
+                        last_request: file.last_request,
+                        recent_request_ids: file.recent_request_ids,
+                    },
                 },
-                _lock: lock,
-            });
+            ));
         }
-        let svc = Service {
-            kind: spec.kind,
-            policy: fresh,
-            state_path: state_path.map(Path::to_path_buf),
-            last_step: None,
-            n_updates: 0,
-            applied: Applied::default(),
-            _lock: lock,
-        };
-        svc.persist(svc.policy.as_ref(), None, 0, &svc.applied)?;
+        let svc = Service::with(
+            spec.kind,
+            state_path,
+            lock,
+            State {
+                policy: fresh,
+                last_step: None,
+                n_updates: 0,
+                applied: Applied::default(),
+            },
+        );
+        if let Some(path) = &svc.state_path {
+            write_atomic(path, &svc.encode(&svc.committed)?)?;
+        }
         Ok(svc)
     }
 
+    fn with(
+        kind: PolicyKind,
+        state_path: Option<&Path>,
+        lock: Option<FileLock>,
+        committed: State,
+    ) -> Service {
+        Service {
+            kind,
+            state_path: state_path.map(Path::to_path_buf),
+            trajectory: None,
+            committed,
+            staged: None,
+            staged_rows: Vec::new(),
+            staged_seq: 0,
+            _lock: lock,
+        }
+    }
+
+    /// The committed policy (what the state file holds).
     pub fn policy(&self) -> &dyn OnlinePolicy {
-        self.policy.as_ref()
+        self.committed.policy.as_ref()
     }
 
     pub fn last_step(&self) -> Option<u64> {
-        self.last_step
+        self.committed.last_step
     }
 
-    /// The state file's bytes for `policy` after `n_updates` updates.
-    fn encode(
-        &self,
-        policy: &dyn OnlinePolicy,
-        last_step: Option<u64>,
-        n_updates: u64,
-        applied: &Applied,
-    ) -> Result<Vec<u8>> {
+    /// The state file's bytes for `state`.
+    fn encode(&self, state: &State) -> Result<Vec<u8>> {
+        let policy = state.policy.as_ref();
         let file = StateFile {
             format_version: STATE_FORMAT_VERSION,
             mixopt_version: crate::VERSION.to_string(),
             policy: self.kind,
             domains: policy.domains().to_vec(),
-            last_step,
-            n_updates,
+            last_step: state.last_step,
+            n_updates: state.n_updates,
             weights: policy
                 .domains()
                 .iter()
@@ -292,44 +319,20 @@ impl Service {
                 .zip(policy.weights().iter().copied())
                 .collect(),
             state: policy.to_state(),
-            last_request: applied.last_request.clone(),
-            recent_request_ids: applied.recent_request_ids.clone(),
+            last_request: state.applied.last_request.clone(),
+            recent_request_ids: state.applied.recent_request_ids.clone(),
         };
         serde_json::to_vec(&file).map_err(|e| Error::invalid(format!("serializing state: {e}")))
     }
 
-    fn persist(
-        &self,
-        policy: &dyn OnlinePolicy,
-        last_step: Option<u64>,
-        n_updates: u64,
-        applied: &Applied,
-    ) -> Result<()> {
-        match &self.state_path {
-            Some(path) => write_atomic(path, &self.encode(policy, last_step, n_updates, applied)?),
-            None => Ok(()),
-        }
+    /// The state the next request builds on: the newest staged one, else the
+    /// committed one.
+    fn head(&self) -> &State {
+        self.staged.as_ref().unwrap_or(&self.committed)
     }
 
-    /// The state file path and its current bytes (for a writer outside the
-    /// lock: the HTTP server's group commit). `None` without `--state`.
-    pub fn snapshot(&self) -> Result<Option<(PathBuf, Vec<u8>)>> {
-        match &self.state_path {
-            Some(path) => Ok(Some((
-                path.clone(),
-                self.encode(
-                    self.policy.as_ref(),
-                    self.last_step,
-                    self.n_updates,
-                    &self.applied,
-                )?,
-            ))),
-            None => Ok(None),
-        }
-    }
-
-    /// Validate a request body and apply it to a copy of the policy. Nothing
-    /// in `self` changes; [`Service::commit`] installs the result.
+    /// Validate a request body and apply it to a copy of the newest (staged
+    /// or committed) state. Nothing in `self` changes.
     pub fn prepare(&self, body: &[u8]) -> Result<Prepared> {
         let req: Request = serde_json::from_slice(body)
             .map_err(|e| Error::invalid(format!("bad request: {e}")))?;
@@ -341,7 +344,8 @@ impl Service {
                 )));
             }
         }
-        let domains = self.policy.domains();
+        let head = self.head();
+        let domains = head.policy.domains();
         let k = domains.len();
         let mut losses = vec![None; k];
         let mut tokens = vec![None; k];
@@ -360,10 +364,10 @@ impl Service {
             }
         }
         let digest = request_digest(req.step, &losses, &tokens);
-        if self.applied.is_replay(&digest, req.request_id.as_deref()) {
+        if head.applied.is_replay(&digest, req.request_id.as_deref()) {
             return Ok(Prepared::Replay);
         }
-        if let Some(last) = self.last_step {
+        if let Some(last) = head.last_step {
             if req.step < last {
                 return Err(Error::invalid(format!(
                     "step {}: before the last observed step {last} (a trainer resumed from an \
@@ -377,7 +381,7 @@ impl Service {
             losses: &losses,
             tokens: &tokens,
         };
-        let mut policy = self.policy.boxed_clone();
+        let mut policy = head.policy.boxed_clone();
         let changed = policy.observe(&obs)?.is_some();
         // A policy must never answer with weights that are not a mixture (and
         // NaN is not even JSON): refuse the update instead.
@@ -390,31 +394,81 @@ impl Service {
                 "this update would make weight of {d} {w}; update refused (are the losses in nats?)"
             )));
         }
-        Ok(Prepared::Update(Pending {
-            policy,
+        let row = Row {
             step: req.step,
+            weights: policy.weights().to_vec(),
+            losses,
+        };
+        Ok(Prepared::Update(Pending {
+            next: State {
+                policy,
+                last_step: Some(req.step),
+                n_updates: head.n_updates + 1,
+                applied: head.applied.after(digest, req.request_id),
+            },
             changed,
-            applied: self.applied.after(digest, req.request_id),
+            row,
         }))
     }
 
-    /// Install a prepared update in memory; returns the response.
-    pub fn commit(&mut self, p: Pending) -> String {
-        self.policy = p.policy;
-        self.last_step = Some(p.step);
-        self.n_updates += 1;
-        self.applied = p.applied;
-        self.response(Some(p.step), p.changed)
+    /// Make a prepared update the base for the next request (not yet
+    /// committed); returns its sequence number and its response, to send once
+    /// a batch holding it is installed.
+    pub fn stage(&mut self, p: Pending) -> (u64, String) {
+        let response = respond(self.kind, &p.next, p.changed, false);
+        self.staged = Some(p.next);
+        self.staged_rows.push(p.row);
+        self.staged_seq += 1;
+        (self.staged_seq, response)
     }
 
-    /// The answer to a retried request: the current weights, nothing changed.
+    /// Updates staged since the service was opened (the newest's sequence number).
+    pub fn staged_seq(&self) -> u64 {
+        self.staged_seq
+    }
+
+    /// Take the staged updates for writing; `None` when nothing is staged.
+    /// They stay the base for new requests until installed or discarded.
+    pub fn take_batch(&mut self) -> Result<Option<Batch>> {
+        let Some(state) = self.staged.clone() else {
+            return Ok(None);
+        };
+        let file = match &self.state_path {
+            Some(path) => Some((path.clone(), self.encode(&state)?)),
+            None => None,
+        };
+        Ok(Some(Batch {
+            seq: self.staged_seq,
+            state,
+            file,
+            rows: std::mem::take(&mut self.staged_rows),
+            trajectory: self.trajectory.clone(),
+        }))
+    }
+
+    /// A batch is on disk: its state becomes the committed one.
+    pub fn install(&mut self, batch: Batch) {
+        if batch.seq == self.staged_seq {
+            self.staged = None;
+        }
+        self.committed = batch.state;
+    }
+
+    /// A batch's write failed: drop every staged update (those staged after
+    /// the batch were built on it), so memory again equals the file.
+    pub fn discard_staged(&mut self) {
+        self.staged = None;
+        self.staged_rows.clear();
+    }
+
+    /// The answer to a retried request: the committed weights, nothing changed.
     pub fn replay_response(&self) -> String {
-        self.respond(self.last_step, false, true)
+        respond(self.kind, &self.committed, false, true)
     }
 
-    /// Updates applied since the state was created.
+    /// Updates committed since the state was created.
     pub fn n_updates(&self) -> u64 {
-        self.n_updates
+        self.committed.n_updates
     }
 
     /// Handle one observe request body: validate, update, write the state,
@@ -424,79 +478,55 @@ impl Service {
             Prepared::Update(p) => p,
             Prepared::Replay => return Ok(self.replay_response()),
         };
-        self.persist(
-            p.policy.as_ref(),
-            Some(p.step),
-            self.n_updates + 1,
-            &p.applied,
-        )?;
-        Ok(self.commit(p))
+        let (_, response) = self.stage(p);
+        let batch = self.take_batch()?.expect("an update was just staged");
+        if let Err(e) = batch.write() {
+            self.discard_staged();
+            return Err(e);
+        }
+        self.install(batch);
+        Ok(response)
     }
 
-    /// `{"step":…,"weights":{…},"updated":…,"request":…}` in domain order.
-    pub fn response(&self, step: Option<u64>, updated: bool) -> String {
-        self.respond(step, updated, false)
-    }
-
-    fn respond(&self, step: Option<u64>, updated: bool, replayed: bool) -> String {
-        let mut s = String::with_capacity(64 + 32 * self.policy.domains().len());
-        match step {
-            Some(st) => {
-                let _ = write!(s, "{{\"step\":{st},\"weights\":{{");
-            }
-            None => s.push_str("{\"step\":null,\"weights\":{"),
-        }
-        for (i, (d, w)) in self
-            .policy
-            .domains()
-            .iter()
-            .zip(self.policy.weights())
-            .enumerate()
-        {
-            if i > 0 {
-                s.push(',');
-            }
-            // Domain names are plain ([A-Za-z0-9_./-]): no escaping needed.
-            let _ = write!(s, "\"{d}\":{w}");
-        }
-        let req = match self.policy.request() {
-            super::LossRequest::Training => "training",
-            super::LossRequest::Validation => "validation",
-            super::LossRequest::None => "none",
-        };
-        let _ = write!(
-            s,
-            "}},\"updated\":{updated},\"request\":\"{req}\",\"policy\":\"{}\"",
-            self.kind.as_str()
-        );
-        if replayed {
-            s.push_str(",\"replayed\":true");
-        }
-        s.push('}');
-        s
-    }
-
-    /// The current weights as a response (no update).
+    /// The committed weights as a response (no update).
     pub fn current(&self) -> String {
-        self.response(self.last_step, false)
+        respond(self.kind, &self.committed, false, false)
     }
 }
 
-/// sha256 over a request's step, losses and tokens (in domain order; f64s
-/// by their bits), the fingerprint a retry is recognized by.
-fn request_digest(step: u64, losses: &[Option<f64>], tokens: &[Option<f64>]) -> String {
-    let mut h = Sha256::new();
-    h.update(step.to_le_bytes());
-    for v in losses.iter().chain(tokens) {
-        match v {
-            Some(x) => {
-                h.update([1u8]);
-                h.update(x.to_bits().to_le_bytes());
-            }
-            None => h.update([0u8]),
+/// `{"step":…,"weights":{…},"updated":…,"request":…,"policy":…}` in domain order.
+fn respond(kind: PolicyKind, state: &State, updated: bool, replayed: bool) -> String {
+    let policy = state.policy.as_ref();
+    let step = state.last_step;
+    let mut s = String::with_capacity(64 + 32 * policy.domains().len());
+    match step {
+        Some(st) => {
+            let _ = write!(s, "{{\"step\":{st},\"weights\":{{");
         }
+        None => s.push_str("{\"step\":null,\"weights\":{"),
     }
-    hex::encode(&h.finalize()[..16])
+    for (i, (d, w)) in policy.domains().iter().zip(policy.weights()).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        // Domain names are plain ([A-Za-z0-9_./-]): no escaping needed.
+        let _ = write!(s, "\"{d}\":{w}");
+    }
+    let req = match policy.request() {
+        super::LossRequest::Training => "training",
+        super::LossRequest::Validation => "validation",
+        super::LossRequest::None => "none",
+    };
+    let _ = write!(
+        s,
+        "}},\"updated\":{updated},\"request\":\"{req}\",\"policy\":\"{}\"",
+        kind.as_str()
+    );
+    if replayed {
+        s.push_str(",\"replayed\":true");
+    }
+    s.push('}');
+    s
 }
 
 /// `{"error": msg}`.

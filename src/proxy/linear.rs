@@ -48,9 +48,11 @@ fn product(
 /// (rows `dst_rs` apart, columns adjacent), overwriting (never reading) it. Matrix-product threads follow
 /// candle's setting (`RAYON_NUM_THREADS`).
 ///
+/// Panics if `lhs` or `rhs` is too short for its shape and strides.
+///
 /// # Safety
-/// `dst` must be valid for writing the m×n block it addresses; `lhs` and `rhs` must hold every
-/// element their shape and strides address.
+/// `dst` must be valid for writing the m×n block it addresses (it need not be
+/// initialized), and no other thread may access that block meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_into(
     dst: *mut f32,
@@ -72,8 +74,18 @@ pub(crate) unsafe fn gemm_into(
         }
         return;
     }
-    debug_assert!((m - 1) * lhs_strides.0 + (k - 1) * lhs_strides.1 < lhs.len());
-    debug_assert!((k - 1) * rhs_strides.0 + (n - 1) * rhs_strides.1 < rhs.len());
+    // Real asserts (two multiply-adds per product): gemm reads through raw
+    // pointers, so an operand too short for its shape would be read out of bounds.
+    assert!(
+        (m - 1) * lhs_strides.0 + (k - 1) * lhs_strides.1 < lhs.len(),
+        "gemm_into: lhs of {} values is too short for {m}x{k} with strides {lhs_strides:?}",
+        lhs.len()
+    );
+    assert!(
+        (k - 1) * rhs_strides.0 + (n - 1) * rhs_strides.1 < rhs.len(),
+        "gemm_into: rhs of {} values is too short for {k}x{n} with strides {rhs_strides:?}",
+        rhs.len()
+    );
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -81,7 +93,12 @@ pub(crate) unsafe fn gemm_into(
         gemm::Parallelism::None
     };
     // With `read_dst = false` gemm computes dst = 1·(lhs·rhs), writing every
-    // element of dst once.
+    // element of dst and never reading it, so `dst` may be uninitialized.
+    // Checked in the source of gemm 0.19.0 (gemm-common's `gemm_basic_generic`
+    // sets alpha to zero when `read_dst` is false, and its kernels load dst
+    // only when alpha is non-zero, or after an earlier depth block has written
+    // it); Cargo.toml pins `gemm = "=0.19.0"` so an upgrade is a deliberate
+    // re-check of this, not a silent one.
     gemm::gemm(
         m,
         n,
@@ -262,6 +279,25 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// An operand shorter than its shape says is refused before gemm reads it.
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn gemm_into_refuses_a_short_operand() {
+        let (lhs, rhs) = (vec![1f32; 5], vec![1f32; 6]);
+        let mut dst = vec![0f32; 4];
+        // 2x3 · 3x2 needs 6 lhs values.
+        unsafe { gemm_into(dst.as_mut_ptr(), 2, 2, 2, 3, &lhs, (3, 1), &rhs, (2, 1)) };
+    }
+
+    #[test]
+    fn gemm_into_overwrites_dst() {
+        let lhs = [1f32, 2., 3., 4., 5., 6.];
+        let rhs = [1f32, 0., 0., 1., 1., 1.];
+        let mut dst = vec![f32::NAN; 4];
+        unsafe { gemm_into(dst.as_mut_ptr(), 2, 2, 2, 3, &lhs, (3, 1), &rhs, (2, 1)) };
+        assert_eq!(dst, vec![4., 5., 10., 11.]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod config;
 pub mod device;
 pub mod eval;
+pub mod kernels;
 pub mod linear;
 pub mod model;
 pub mod ops;

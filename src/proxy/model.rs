@@ -2,26 +2,84 @@
 //! untied input/output embeddings), built from candle ops that all have a
 //! backward pass.
 //!
-//! Pitfalls this file avoids (candle 0.11): candle's fused
-//! `rms_norm`/`softmax_last_dim`/`rope` have no backward, so on the CPU
-//! RMSNorm, RoPE (fused with the head split), SwiGLU and the cross-entropy are
-//! our own fused ops (`ops.rs`), attention is one op (`attention.rs`) and every
-//! projection is one linear op (`linear.rs`); other devices use basic ops. Candle's CPU
-//! RNG cannot be seeded, so every weight is drawn from our own seeded generator.
+//! The ops come from a kernel set chosen once when the model is built
+//! (`kernels.rs`: our fused CPU ops, or candle's basic ops elsewhere).
+//! Candle's CPU RNG cannot be seeded, so every weight is drawn from our own
+//! seeded generator. Parameters are named (`tok_emb`, `blocks.{l}.wq`, …) in a
+//! candle `VarMap`, so a trained proxy saves to and loads from safetensors.
 
-use super::attention::CausalAttention;
 use super::config::ProxyConfig;
-use crate::error::Result;
-use candle_core::{DType, Device, Module, Tensor, Var, D};
-use candle_nn::{Embedding, Linear};
+use super::kernels::{KernelChoice, Kernels};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Embedding, Linear, VarMap};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
+use std::path::Path;
 
-/// Parameters in a fixed order, with whether AdamW's weight decay applies
-/// (matrices yes, norm gains no).
+/// The basic-op attention's mask (the fused attention's tests compare against it).
+#[cfg(test)]
+pub(crate) use super::kernels::causal_mask;
+
+/// The model's parameters: in a fixed order (the optimizer's), with whether
+/// AdamW's weight decay applies (matrices yes, norm gains no), and by name.
 pub struct Params {
     pub vars: Vec<(String, Var, bool)>,
+    /// The same variables by name: what `save` writes and `load` reads.
+    pub map: VarMap,
+}
+
+impl Params {
+    /// Write every parameter to `path` as safetensors (f32, named as in `vars`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.map
+            .save(path)
+            .map_err(|e| Error::invalid(format!("{}: cannot save the proxy: {e}", path.display())))
+    }
+
+    /// Overwrite every parameter with the tensor of the same name in the
+    /// safetensors file `path`. The file must hold exactly these names, each
+    /// with its parameter's shape and dtype (a proxy of the same config and
+    /// vocabulary); on error no parameter has changed.
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
+        let device = match self.vars.first() {
+            Some((_, v, _)) => v.device().clone(),
+            None => return Err(bad("the model has no parameters".into())),
+        };
+        let file = candle_core::safetensors::load(path, &device)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        for (name, var, _) in &self.vars {
+            let t = file.get(name).ok_or_else(|| {
+                bad(format!(
+                    "no tensor {name:?} (saved from another proxy config?)"
+                ))
+            })?;
+            if t.dims() != var.dims() || t.dtype() != var.dtype() {
+                return Err(bad(format!(
+                    "tensor {name:?} is {:?} {:?}, this proxy's is {:?} {:?} (another proxy config or vocabulary?)",
+                    t.dtype(),
+                    t.dims(),
+                    var.dtype(),
+                    var.dims()
+                )));
+            }
+        }
+        if let Some(extra) = file
+            .keys()
+            .find(|k| !self.vars.iter().any(|(n, _, _)| n == *k))
+        {
+            return Err(bad(format!(
+                "tensor {extra:?} is not a parameter of this proxy"
+            )));
+        }
+        for (name, var, _) in &self.vars {
+            var.set(&file[name])
+                .map_err(|e| bad(format!("tensor {name:?}: {e}")))?;
+        }
+        Ok(())
+    }
 }
 
 struct Block {
@@ -41,43 +99,45 @@ pub struct ProxyModel {
     blocks: Vec<Block>,
     final_norm: Tensor,
     lm_head: Linear,
-    cos: Tensor,
-    sin: Tensor,
-    /// The same tables for the CPU's fused head split.
-    rope_cpu: super::ops::RopeTables,
-    mask: Tensor,
     n_heads: usize,
     head_dim: usize,
-    /// Our fused CPU ops (the default on the CPU) or candle's basic ops (the
-    /// only choice on other devices; on the CPU, the reference they are tested
-    /// against).
-    fused: bool,
+    /// The ops, chosen once (`kernels.rs`).
+    kernels: Kernels,
 }
 
-/// Seeded weight factory: every tensor is drawn from one `StdRng` in a fixed order.
+/// Seeded weight factory: every tensor is drawn from one `StdRng` in a fixed
+/// order and registered under its name.
 struct Init<'a> {
     rng: StdRng,
     device: &'a Device,
     params: Vec<(String, Var, bool)>,
+    map: VarMap,
 }
 
 impl Init<'_> {
+    fn register(&mut self, name: &str, var: Var, decay: bool) -> Tensor {
+        let t = var.as_tensor().clone();
+        self.map
+            .data()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), var.clone());
+        self.params.push((name.to_string(), var, decay));
+        t
+    }
+
     fn normal(&mut self, name: &str, shape: (usize, usize), std: f64) -> Result<Tensor> {
         let dist =
             Normal::new(0.0f32, std as f32).expect("std validated > 0 by ProxyConfig::check");
         let n = shape.0 * shape.1;
         let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng)).collect();
         let var = Var::from_tensor(&Tensor::from_vec(data, shape, self.device)?)?;
-        let t = var.as_tensor().clone();
-        self.params.push((name.to_string(), var, true));
-        Ok(t)
+        Ok(self.register(name, var, true))
     }
 
     fn ones(&mut self, name: &str, n: usize) -> Result<Tensor> {
         let var = Var::ones(n, DType::F32, self.device)?;
-        let t = var.as_tensor().clone();
-        self.params.push((name.to_string(), var, false));
-        Ok(t)
+        Ok(self.register(name, var, false))
     }
 
     fn linear(&mut self, name: &str, out: usize, inp: usize, std: f64) -> Result<Linear> {
@@ -85,54 +145,37 @@ impl Init<'_> {
     }
 }
 
-/// RMSNorm: our fused op on the CPU, basic ops elsewhere (candle's own fused
-/// norm has no backward).
-fn rms_norm(x: &Tensor, gain: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
-    if fused {
-        return x
-            .contiguous()?
-            .apply_op2(gain, super::ops::RmsNorm { eps: 1e-5 });
-    }
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + 1e-5)?.sqrt()?)?.broadcast_mul(gain)
-}
-
-/// `x · Wᵀ`: our fused linear op on the CPU, `candle_nn::Linear` elsewhere.
-fn proj(x: &Tensor, lin: &Linear, fused: bool) -> candle_core::Result<Tensor> {
-    if fused {
-        super::linear::linear(x, lin.weight())
-    } else {
-        lin.forward(x)
-    }
-}
-
-/// `silu(gate) ⊙ up`: our fused op on the CPU (one node, one pass each way),
-/// basic ops elsewhere.
-fn swiglu(gate: &Tensor, up: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
-    if fused {
-        return gate
-            .contiguous()?
-            .apply_op2(&up.contiguous()?, super::ops::SwiGlu);
-    }
-    candle_nn::ops::silu(gate)? * up
-}
-
-/// Heads `[B, H, T, hd]` back to `[B·T, H·hd]`: our fused op on the CPU
-/// (one copy, one node), transpose + reshape elsewhere.
-fn merge_heads(y: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
-    if fused {
-        return y.contiguous()?.apply_op1(super::ops::HeadMerge);
-    }
-    let (b, h, t, hd) = y.dims4()?;
-    y.transpose(1, 2)?.reshape((b * t, h * hd))
-}
-
 impl ProxyModel {
+    /// A model with seeded weights, on the kernel set for `device`.
     pub fn new(
         cfg: &ProxyConfig,
         vocab_size: usize,
         seed: u64,
         device: &Device,
+    ) -> Result<(Self, Params)> {
+        Self::with_kernels(cfg, vocab_size, seed, device, KernelChoice::Auto)
+    }
+
+    /// A model with the weights saved by [`Params::save`] in `path` (a proxy
+    /// of the same config and vocabulary).
+    pub fn load(
+        cfg: &ProxyConfig,
+        vocab_size: usize,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Self, Params)> {
+        let (model, params) = Self::new(cfg, vocab_size, 0, device)?;
+        params.load(path)?;
+        Ok((model, params))
+    }
+
+    /// As `new`, with the kernel set chosen explicitly (tests compare the sets).
+    pub fn with_kernels(
+        cfg: &ProxyConfig,
+        vocab_size: usize,
+        seed: u64,
+        device: &Device,
+        choice: KernelChoice,
     ) -> Result<(Self, Params)> {
         let d = cfg.d_model;
         let std = cfg.init_std;
@@ -143,6 +186,7 @@ impl ProxyModel {
             rng: StdRng::seed_from_u64(seed),
             device,
             params: Vec::new(),
+            map: VarMap::new(),
         };
         let tok_emb = Embedding::new(init.normal("tok_emb", (vocab_size, d), std)?, d);
         let mut blocks = Vec::with_capacity(cfg.n_layers);
@@ -164,28 +208,21 @@ impl ProxyModel {
         let lm_head = init.linear("lm_head", vocab_size, d, std)?;
 
         let head_dim = d / cfg.n_heads;
-        let (cos, sin, rope_cpu) = rope_tables(cfg.seq_len, head_dim, cfg.rope_theta, device)?;
-        let mask = causal_mask(cfg.seq_len, device)?;
+        let kernels = Kernels::new(choice, device, cfg.seq_len, head_dim, cfg.rope_theta)?;
         let model = ProxyModel {
             tok_emb,
             blocks,
             final_norm,
             lm_head,
-            cos,
-            sin,
-            rope_cpu,
-            mask,
             n_heads: cfg.n_heads,
             head_dim,
-            fused: device.is_cpu(),
+            kernels,
         };
-        Ok((model, Params { vars: init.params }))
-    }
-
-    /// Use candle's basic ops instead of the fused CPU ops (tests compare the
-    /// two; off the CPU the basic ops are always used).
-    pub fn use_basic_ops(&mut self) {
-        self.fused = false;
+        let params = Params {
+            vars: init.params,
+            map: init.map,
+        };
+        Ok((model, params))
     }
 
     /// Logits `[B, T, V]` for token ids `[B, T]` (T ≤ the configured seq_len).
@@ -205,64 +242,22 @@ impl ProxyModel {
             .tok_emb
             .embeddings()
             .index_select(&ids.flatten_all()?, 0)?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let f = self.fused;
+        let k = &self.kernels;
+        let shape = (b, t, self.n_heads, self.head_dim);
         for blk in &self.blocks {
-            let x = rms_norm(&h, &blk.attn_norm, f)?;
-            let q = self.heads(&proj(&x, &blk.wq, f)?, b, t, Some((&cos, &sin)))?;
-            let k = self.heads(&proj(&x, &blk.wk, f)?, b, t, Some((&cos, &sin)))?;
-            let v = self.heads(&proj(&x, &blk.wv, f)?, b, t, None)?;
-            let y = if f {
-                q.apply_op3(
-                    &k,
-                    &v,
-                    CausalAttention {
-                        scale: scale as f32,
-                    },
-                )?
-            } else {
-                let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
-                let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-                candle_nn::ops::softmax(&att, D::Minus1)?.matmul(&v)?
-            };
-            let y = merge_heads(&y, f)?;
-            h = (h + proj(&y, &blk.wo, f)?)?;
-            let x = rms_norm(&h, &blk.mlp_norm, f)?;
-            let gate = proj(&x, &blk.w_gate, f)?;
-            let up = proj(&x, &blk.w_up, f)?;
-            h = (h + proj(&swiglu(&gate, &up, f)?, &blk.w_down, f)?)?;
+            let x = k.rms_norm(&h, &blk.attn_norm)?;
+            let q = k.heads(&k.proj(&x, &blk.wq)?, shape, true)?;
+            let kk = k.heads(&k.proj(&x, &blk.wk)?, shape, true)?;
+            let v = k.heads(&k.proj(&x, &blk.wv)?, shape, false)?;
+            let y = k.merge_heads(&k.attention(&q, &kk, &v, scale)?)?;
+            h = (h + k.proj(&y, &blk.wo)?)?;
+            let x = k.rms_norm(&h, &blk.mlp_norm)?;
+            let gate = k.proj(&x, &blk.w_gate)?;
+            let up = k.proj(&x, &blk.w_up)?;
+            h = (h + k.proj(&k.swiglu(&gate, &up)?, &blk.w_down)?)?;
         }
-        proj(&rms_norm(&h, &self.final_norm, f)?, &self.lm_head, f)
-    }
-
-    /// Splits a projection `[B·T, H·hd]` into heads `[B, H, T, hd]`, rotating
-    /// them with RoPE when `rope` (the cos/sin tables for `0..t`) is given: our
-    /// fused op on the CPU, basic ops elsewhere.
-    fn heads(
-        &self,
-        x: &Tensor,
-        b: usize,
-        t: usize,
-        rope: Option<(&Tensor, &Tensor)>,
-    ) -> candle_core::Result<Tensor> {
-        if self.fused {
-            let op = super::ops::HeadSplit {
-                seq: t,
-                n_heads: self.n_heads,
-                rope: rope.map(|_| self.rope_cpu.clone()),
-            };
-            return x.contiguous()?.apply_op1(op);
-        }
-        let x = x
-            .reshape((b, t, self.n_heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        match rope {
-            Some((cos, sin)) => candle_nn::rotary_emb::rope_slow(&x, cos, sin),
-            None => Ok(x),
-        }
+        k.proj(&k.rms_norm(&h, &self.final_norm)?, &self.lm_head)
     }
 
     /// Mean next-token cross-entropy (nats) of `ids[:, :-1] → ids[:, 1:]`.
@@ -272,58 +267,8 @@ impl ProxyModel {
         let targets = window.narrow(1, 1, t1 - 1)?;
         let logits = self.forward_flat(&inputs)?;
         let targets = targets.contiguous()?.reshape(b * (t1 - 1))?;
-        if self.fused {
-            logits.apply_op2(&targets, super::ops::CrossEntropy)
-        } else {
-            candle_nn::loss::cross_entropy(&logits, &targets)
-        }
+        self.kernels.cross_entropy(&logits, &targets)
     }
-}
-
-/// Additive causal mask `[T, T]`: 0 where column ≤ row, −∞ above (the
-/// basic-op attention; the fused op needs none).
-pub(crate) fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let mask: Vec<f32> = (0..t * t)
-        .map(|i| {
-            if i % t > i / t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Tensor::from_vec(mask, (t, t), device)
-}
-
-/// RoPE cos/sin tables `[T, head_dim/2]`, as tensors and as plain vectors for
-/// the CPU's fused head split.
-fn rope_tables(
-    t: usize,
-    head_dim: usize,
-    theta: f64,
-    device: &Device,
-) -> Result<(Tensor, Tensor, super::ops::RopeTables)> {
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(t * half);
-    let mut sin = Vec::with_capacity(t * half);
-    for pos in 0..t {
-        for i in 0..half {
-            let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
-            let angle = pos as f64 * freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    let tables = super::ops::RopeTables {
-        cos: std::sync::Arc::new(cos.clone()),
-        sin: std::sync::Arc::new(sin.clone()),
-        half,
-    };
-    Ok((
-        Tensor::from_vec(cos, (t, half), device)?,
-        Tensor::from_vec(sin, (t, half), device)?,
-        tables,
-    ))
 }
 
 #[cfg(test)]
@@ -364,8 +309,8 @@ mod tests {
         let dev = Device::Cpu;
         let (fused, params) = ProxyModel::new(&cfg, 20, 7, &dev).unwrap();
         // The same seed draws the same weights into the second model's own variables.
-        let (mut basic, basic_params) = ProxyModel::new(&cfg, 20, 7, &dev).unwrap();
-        basic.use_basic_ops();
+        let (basic, basic_params) =
+            ProxyModel::with_kernels(&cfg, 20, 7, &dev, KernelChoice::Basic).unwrap();
         let ids: Vec<u32> = (0..3 * 41).map(|i| ((i * 7 + i / 5) % 20) as u32).collect();
         let window = Tensor::from_vec(ids, (3, 41), &dev).unwrap();
         let lf = fused.loss(&window).unwrap();
@@ -392,6 +337,64 @@ mod tests {
                 "{name}: {diff} (max |g| {scale})"
             );
         }
+    }
+
+    /// A saved proxy loads back with every parameter and the loss bit for bit;
+    /// a file from another config is refused with the tensor named.
+    #[test]
+    fn save_and_load_round_trip() {
+        let cfg = tiny();
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.safetensors");
+        let (model, params) = ProxyModel::new(&cfg, 20, 3, &dev).unwrap();
+        params.save(&path).unwrap();
+        let (loaded, loaded_params) = ProxyModel::load(&cfg, 20, &path, &dev).unwrap();
+        assert_eq!(params.vars.len(), loaded_params.vars.len());
+        for ((name, a, _), (other, b, _)) in params.vars.iter().zip(&loaded_params.vars) {
+            assert_eq!(name, other);
+            let a: Vec<f32> = a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = b.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(a, b, "{name}");
+        }
+        let ids: Vec<u32> = (0..2 * 9).map(|i| (i * 5 % 20) as u32).collect();
+        let window = Tensor::from_vec(ids, (2, 9), &dev).unwrap();
+        let l0: f32 = model.loss(&window).unwrap().to_scalar().unwrap();
+        let l1: f32 = loaded.loss(&window).unwrap().to_scalar().unwrap();
+        assert_eq!(l0.to_bits(), l1.to_bits());
+        // Another seed's model differs until it loads the file.
+        let (fresh, fresh_params) = ProxyModel::new(&cfg, 20, 4, &dev).unwrap();
+        let l2: f32 = fresh.loss(&window).unwrap().to_scalar().unwrap();
+        assert_ne!(l0.to_bits(), l2.to_bits());
+        fresh_params.load(&path).unwrap();
+        let l3: f32 = fresh.loss(&window).unwrap().to_scalar().unwrap();
+        assert_eq!(l0.to_bits(), l3.to_bits());
+        // Another vocabulary: refused, naming the tensor; nothing changed.
+        let (_, other) = ProxyModel::new(&cfg, 21, 3, &dev).unwrap();
+        let before: Vec<f32> = other.vars[0]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let err = other.load(&path).unwrap_err().to_string();
+        assert!(err.contains("tok_emb"), "{err}");
+        let after: Vec<f32> = other.vars[0]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(before, after);
+        // Not a safetensors file: a clear error, not a panic.
+        std::fs::write(dir.path().join("bad.safetensors"), b"nope").unwrap();
+        let err = params
+            .load(&dir.path().join("bad.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.safetensors"), "{err}");
     }
 
     #[test]

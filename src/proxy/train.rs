@@ -43,6 +43,9 @@ pub struct TrainOptions {
     /// The held-out split the run is scored on: validation for anything that
     /// chooses, test for a final judgement.
     pub split: Split,
+    /// Save the trained proxy's parameters here (safetensors; `ProxyModel::load`
+    /// reads them back).
+    pub save: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -53,6 +56,7 @@ impl Default for TrainOptions {
             log_every_steps: 10,
             threads: 1,
             split: Split::Val,
+            save: None,
         }
     }
 }
@@ -450,6 +454,9 @@ fn train_loop(
         n_tokens: cfg.n_tokens(),
         losses: losses.clone(),
     });
+    if let Some(path) = &opts.save {
+        params.save(path)?;
+    }
     Ok(TrainReport {
         checkpoints,
         train_s,

@@ -54,7 +54,7 @@ pub fn header(domains: &[String]) -> String {
 }
 
 /// A whole trajectory. Invariant (of one read by `load`/`parse`): rows sorted
-/// by strictly increasing step, each `weights` a valid mixture over `domains`,
+/// by strictly increasing step (of rows at one step in the file, the last), each `weights` a valid mixture over `domains`,
 /// `losses` one per domain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trajectory {
@@ -133,14 +133,11 @@ impl Trajectory {
                 )
             })?;
             if let Some(prev) = rows.last() {
-                if step <= prev.step {
+                if step < prev.step {
                     return Err(Error::parse(
                         path,
                         lineno,
-                        format!(
-                            "step {step} does not increase (previous row: {})",
-                            prev.step
-                        ),
+                        format!("step {step} decreases (previous row: {})", prev.step),
                     ));
                 }
             }
@@ -174,6 +171,11 @@ impl Trajectory {
                     _ => Ok(None),
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // A repeated step (`mixopt online` may take several updates at
+            // one trainer step): the later row holds the weights from then on.
+            if rows.last().is_some_and(|p| p.step == step) {
+                rows.pop();
+            }
             rows.push(TrajectoryRow {
                 step,
                 weights: mixture.weights().to_vec(),
@@ -209,6 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_step_keeps_the_later_row() {
+        let t =
+            Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n5,0.2,0.8\n").unwrap();
+        assert_eq!(t.rows.len(), 1);
+        assert_eq!(t.rows[0].weights, vec![0.2, 0.8]);
+        let e = Trajectory::parse(Path::new("t.csv"), "step,w_a,w_b\n5,0.5,0.5\n4,0.5,0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.csv:3") && e.contains("decreases"), "{e}");
+    }
+
+    #[test]
     fn bad_rows_name_line_and_column() {
         let err = |text: &str| {
             Trajectory::parse(Path::new("t.csv"), text)
@@ -217,11 +231,6 @@ mod tests {
         };
         let e = err("step,w_a,w_b\n0,0.5,x\n");
         assert!(e.contains("t.csv:2") && e.contains("w_b"), "{e}");
-        let e = err("step,w_a,w_b\n5,0.5,0.5\n5,0.5,0.5\n");
-        assert!(
-            e.contains("t.csv:3") && e.contains("does not increase"),
-            "{e}"
-        );
         // Line numbers count the blank lines before a row.
         let e = err("step,w_a,w_b\n\n\n-1,0.5,0.5\n");
         assert!(e.contains("t.csv:4") && e.contains("step"), "{e}");

@@ -1,30 +1,81 @@
-//! The loopback load generator behind `mixopt online --load-test` (used by
+//! Loopback load generator for `mixopt online --listen` (used by
 //! `bench/online_http_load.sh`): keep-alive `POST /observe` requests over
 //! several connections. A connection that fails is counted and reopened, so
 //! a run against a struggling server reports what it served instead of
-//! stopping at the first reset.
+//! stopping at the first reset. A benchmark tool, not part of the library.
+//!
+//! ```sh
+//! cargo build --release --example online_loadgen
+//! target/release/examples/online_loadgen 127.0.0.1:8377 --domains a,b,c \
+//!   --requests 20000 --connections 4
+//! ```
 
-use crate::error::{Error, Result};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+#[derive(Debug, Parser)]
+struct Args {
+    /// The server's address (loopback only), e.g. 127.0.0.1:8377.
+    addr: String,
+    /// The server's domains, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    domains: Vec<String>,
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Stop sending after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let addr: SocketAddr = args
+        .addr
+        .parse()
+        .with_context(|| format!("{}: expected IP:PORT", args.addr))?;
+    let r = load_test(
+        addr,
+        &args.domains,
+        args.requests,
+        args.connections,
+        args.max_seconds,
+    )?;
+    println!(
+        "{} requests ({} ok, {} errors, {} unanswered) over {} connections in {:.3} s: {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms",
+        r.ok + r.errors + r.failed,
+        r.ok,
+        r.errors,
+        r.failed,
+        args.connections,
+        r.wall_s,
+        r.requests_per_s(),
+        r.p50_ms,
+        r.p99_ms
+    );
+    Ok(())
+}
+
 /// What [`load_test`] measured.
 #[derive(Debug, Default, Clone)]
-pub struct LoadReport {
+struct LoadReport {
     /// Requests answered 200.
-    pub ok: usize,
+    ok: usize,
     /// Requests answered with another status.
-    pub errors: usize,
+    errors: usize,
     /// Requests that got no answer (connection refused, reset or closed).
-    pub failed: usize,
-    pub wall_s: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    failed: usize,
+    wall_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
 impl LoadReport {
-    pub fn requests_per_s(&self) -> f64 {
+    fn requests_per_s(&self) -> f64 {
         (self.ok + self.errors) as f64 / self.wall_s.max(1e-9)
     }
 }
@@ -74,7 +125,7 @@ fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>
 
 /// `n` keep-alive `POST /observe` requests over `connections` connections,
 /// giving up after `max_s` seconds. Refuses any address but loopback.
-pub fn load_test(
+fn load_test(
     addr: SocketAddr,
     domains: &[String],
     n: usize,
@@ -82,9 +133,7 @@ pub fn load_test(
     max_s: f64,
 ) -> Result<LoadReport> {
     if !addr.ip().is_loopback() {
-        return Err(Error::invalid(format!(
-            "load test target {addr}: only loopback addresses are allowed"
-        )));
+        bail!("load test target {addr}: only loopback addresses are allowed");
     }
     let connections = connections.clamp(1, 64);
     let per = n.div_ceil(connections);
@@ -148,7 +197,7 @@ pub fn load_test(
         for w in workers {
             let (ok, bad, failed, l) = w
                 .join()
-                .map_err(|_| Error::invalid("load test thread panicked"))?;
+                .map_err(|_| anyhow::anyhow!("load test thread panicked"))?;
             report.ok += ok;
             report.errors += bad;
             report.failed += failed;
