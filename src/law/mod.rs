@@ -32,8 +32,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Hyperparameters by name (`alpha`, …); each law rejects names it does not know.
-pub type Hyper = BTreeMap<String, f64>;
+/// Hyperparameter overrides by name (`alpha`, …), as given to `fit --param`
+/// and stored in law.json; each law lays them over its typed parameters
+/// (`crate::params`), rejecting names it does not know.
+pub type Hyper = crate::params::Overrides;
 
 /// A family of mixing laws with its hyperparameters set.
 pub trait MixingLaw: Send + Sync {

@@ -8,11 +8,10 @@
 //! `π = (1 − K ε_t) softmax(ε_{t−1} R̂) + ε_t` with the decaying exploration
 //! rate `ε_t = min(1/K, √(ln K / (K t)))`. Before `warmup_steps` the prior is used.
 
-use super::{
-    exact, mixture_of, params_from, softmax_into, Average, LossRequest, Observation, OnlinePolicy,
-};
+use super::{exact, mixture_of, softmax_into, Average, LossRequest, Observation, OnlinePolicy};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
+use crate::params::{ensure, Hyperparams};
 use serde::{Deserialize, Serialize};
 
 /// ODM parameters.
@@ -41,18 +40,20 @@ impl Default for Params {
     }
 }
 
-impl Params {
-    fn check(&self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.alpha) {
-            return Err(Error::invalid(format!(
-                "odm alpha must be in [0, 1), got {}",
-                self.alpha
-            )));
-        }
-        if !(self.reward_scale.is_finite() && self.reward_scale > 0.0) {
-            return Err(Error::invalid("odm reward_scale must be > 0"));
-        }
-        Ok(())
+impl Hyperparams for Params {
+    const OWNER: &'static str = "odm";
+
+    fn validate(&self) -> Result<()> {
+        ensure(
+            (0.0..1.0).contains(&self.alpha),
+            Self::OWNER,
+            format!("alpha must be in [0, 1), got {}", self.alpha),
+        )?;
+        ensure(
+            self.reward_scale.is_finite() && self.reward_scale > 0.0,
+            Self::OWNER,
+            "reward_scale must be > 0",
+        )
     }
 }
 
@@ -90,8 +91,7 @@ impl Odm {
         prior: &Mixture,
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self> {
-        let params = params_from(Params::default(), overrides, "odm")?;
-        params.check()?;
+        let params = Params::from_overrides(overrides)?;
         let k = prior.len();
         Ok(Odm {
             params,
@@ -110,7 +110,7 @@ impl Odm {
     /// Validate a state read back from disk (see `super::restore`).
     pub(crate) fn checked(self) -> Result<Self> {
         let prior = Mixture::new(self.domains.clone(), self.prior.clone())?;
-        Odm::new(&prior, &super::overrides_of(&self.params)?)?;
+        Odm::new(&prior, &self.params.to_overrides()?)?;
         Mixture::new(self.domains.clone(), self.pi.clone())?;
         super::check_lens(
             self.domains.len(),
