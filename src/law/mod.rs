@@ -10,6 +10,7 @@
 
 pub mod cv;
 pub mod dml;
+pub mod elasticnet;
 pub mod ensemble;
 pub mod gbdt;
 mod histogram;
@@ -82,6 +83,11 @@ const LAWS: &[Entry] = &[
         name: "loglinear",
         build: loglinear::build,
         load: loglinear::load,
+    },
+    Entry {
+        name: "elasticnet",
+        build: elasticnet::build,
+        load: elasticnet::load,
     },
     Entry {
         name: "gbdt",
