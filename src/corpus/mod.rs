@@ -10,6 +10,7 @@
 //! - `synthetic`: the built-in demo corpus.
 
 pub mod cache;
+mod parquet_text;
 pub mod prepare;
 pub mod source;
 pub mod split;

@@ -132,7 +132,7 @@ impl RunsWriter {
         if super::parquet::is_parquet(path) {
             return Err(Error::invalid(format!(
                 "{}: runs tables are appended to as CSV (crash-safe, one row per run); \
-                 write a .csv and convert it to Parquet afterwards",
+                 write a .csv and convert it afterwards (`mixopt merge runs.csv --out runs.parquet`)",
                 path.display()
             )));
         }
@@ -379,6 +379,10 @@ impl RawTable {
 
 /// Read a runs table keeping every line's bytes (see `RawTable`).
 pub fn read_runs_raw(path: &Path) -> Result<RawTable> {
+    if super::parquet::is_parquet(path) {
+        // A Parquet / Arrow IPC table's rows as the CSV lines a sweep writes.
+        return raw_table(path, &super::parquet::to_csv_bytes(path)?);
+    }
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
