@@ -239,7 +239,7 @@ fn execute<'o, S: Solver<Cost<'o>, Iter>>(
     let w = std::mem::take(&mut run.w);
     let value = run.value;
     let res = Executor::new(Cost(obj), solver)
-        .configure(|s| s.param(w).cost(value).max_iters(max_iters))
+        .configure(|s| s.param(w).cost(value).max_iters(max_iters).counting(true))
         .timer(false)
         .run()
         .map_err(|e| Error::invalid(format!("exact: {e}")))?;
@@ -377,6 +377,9 @@ mod tests {
         for (w, m) in p.mixture.weights().iter().zip(&law.0) {
             assert!((w - m).abs() < 2e-3, "{:?}", p.mixture);
         }
+        // argmin's executor counted every law evaluation of every start.
+        let evals = p.details["law_evaluations"].as_u64().unwrap();
+        assert!(evals > 8 * 20, "{evals}");
         // With b ≤ 0.4 the optimum is the projection of m: the 0.2 taken from b
         // spreads equally over a, c, d (the bowl is isotropic) → d = 0.2/3 > 0.
         let b = ConstraintSpec {
