@@ -18,6 +18,7 @@ pub mod law;
 pub mod mixture;
 pub mod online;
 pub mod optimize;
+pub mod params;
 pub mod progress;
 pub mod proxy;
 pub mod report;

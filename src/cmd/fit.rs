@@ -9,6 +9,7 @@ use crate::law::noise;
 use crate::law::scaling::ScalingLaw;
 use crate::law::scaling_fit::{fit_scaling_law, points_from_runs};
 use crate::law::{fit_law, known_laws, FitOptions, HashedFile, HeldOut, Hyper, LoadedLaw};
+use crate::params::Hyperparams;
 use crate::store::import::{
     from_runs_csv, from_two_tables, read_sidecar_prior, read_sidecar_reuse, RunsData,
 };
@@ -98,19 +99,9 @@ fn load_data(
 }
 
 fn hyper(args: &Args) -> anyhow::Result<Hyper> {
-    let mut h = Hyper::new();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--param {p:?}: expected KEY=VALUE"))?;
-        let v: f64 = v
-            .trim()
-            .parse()
-            .with_context(|| format!("--param {p:?}: value is not a number"))?;
-        h.insert(k.trim().to_string(), v);
-    }
+    let mut h = crate::params::parse(&args.params)?;
     if let Some(a) = args.alpha {
-        h.insert("alpha".into(), a);
+        h.insert("alpha".into(), a.into());
     }
     Ok(h)
 }
@@ -153,7 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(String::from)
             .collect()
     } else if law_name == "scaling" {
-        ScalingLaw::from_hyper(&hyper).context("--param")?;
+        ScalingLaw::from_overrides(&hyper).context("--param")?;
         vec![law_name.to_string()]
     } else {
         // Fail on a bad law name or hyperparameter before reading any data.

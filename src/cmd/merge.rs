@@ -20,7 +20,8 @@ pub struct Args {
     /// Runs tables to merge (e.g. runs-0.csv runs-1.csv …).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// The merged runs table (a `.meta.json` sidecar is written beside it).
+    /// The merged runs table (a `.meta.json` sidecar is written beside it):
+    /// CSV, or Parquet / Arrow IPC by extension (`.parquet`, `.arrow`).
     #[arg(long)]
     pub out: PathBuf,
     /// Replace --out if it exists.
@@ -156,8 +157,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(p);
         }
     }
-    crate::mixture::write_atomic(&args.out, &table.to_bytes())
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    if crate::store::is_columnar(&args.out) {
+        crate::store::write_columnar_csv(&args.out, &table.to_bytes())
+    } else {
+        crate::mixture::write_atomic(&args.out, &table.to_bytes())
+    }
+    .with_context(|| format!("writing {}", args.out.display()))?;
     let merged = table.rows;
     println!(
         "merged {} files: {} runs ({duplicates} duplicates dropped) -> {}",

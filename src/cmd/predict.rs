@@ -19,7 +19,8 @@ pub struct Args {
     /// Id column of --mixtures (ignored for runs tables, which use run_id).
     #[arg(long, default_value = "index")]
     pub id: String,
-    /// Write the CSV here instead of stdout.
+    /// Write the predictions here instead of stdout: CSV, or Parquet / Arrow
+    /// IPC by extension (`.parquet`, `.arrow`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -48,6 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let bytes = w.into_inner().context("formatting predictions")?;
     match &args.out {
+        Some(path) if crate::store::is_columnar(path) => {
+            crate::store::write_columnar_csv(path, &bytes)
+                .with_context(|| format!("writing {}", path.display()))?
+        }
         Some(path) => crate::mixture::write_atomic(path, &bytes)
             .with_context(|| format!("writing {}", path.display()))?,
         None => {

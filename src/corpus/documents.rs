@@ -36,7 +36,7 @@ pub fn read_documents_counting(
     })?;
     match format.kind {
         Kind::Parquet => {
-            let n = read_parquet(path, text_field, emit)?;
+            let n = super::parquet_text::read_text_column(path, text_field, emit)?;
             on_read(std::fs::metadata(path).at(path)?.len());
             Ok(n)
         }
@@ -181,104 +181,6 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
     }
-}
-
-/// The documents of a string column (nulls skipped). The column is named by its
-/// top-level name or its dotted path for a nested field; it must not be repeated.
-fn read_parquet(
-    path: &Path,
-    column: &str,
-    emit: &mut dyn FnMut(String) -> Result<()>,
-) -> Result<usize> {
-    use parquet::basic::Type as PhysicalType;
-    use parquet::column::reader::ColumnReader;
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-
-    let bad = |what: &str, e: parquet::errors::ParquetError| {
-        Error::parse(path, 0, format!("{what}: {e}"))
-    };
-    let file = File::open(path).at(path)?;
-    let reader =
-        SerializedFileReader::new(file).map_err(|e| bad("not a readable parquet file", e))?;
-    let schema = reader.metadata().file_metadata().schema_descr_ptr();
-    let index = (0..schema.num_columns())
-        .find(|&i| schema.column(i).path().string() == column)
-        .ok_or_else(|| {
-            let names: Vec<String> = (0..schema.num_columns())
-                .map(|i| schema.column(i).path().string())
-                .collect();
-            Error::parse(
-                path,
-                0,
-                format!(
-                    "no column {column:?} (columns: {}; use --text-field to pick one)",
-                    names.join(", ")
-                ),
-            )
-        })?;
-    let descr = schema.column(index);
-    if descr.physical_type() != PhysicalType::BYTE_ARRAY {
-        return Err(Error::parse(
-            path,
-            0,
-            format!(
-                "column {column:?} holds {}, not strings",
-                descr.physical_type()
-            ),
-        ));
-    }
-    if descr.max_rep_level() > 0 {
-        return Err(Error::parse(
-            path,
-            0,
-            format!("column {column:?} is a list, not one string per row"),
-        ));
-    }
-    const BATCH_ROWS: usize = 1024;
-    let mut n_docs = 0usize;
-    let mut n_values = 0usize;
-    let mut def_levels: Vec<i16> = Vec::with_capacity(BATCH_ROWS);
-    let mut values = Vec::with_capacity(BATCH_ROWS);
-    for group in 0..reader.num_row_groups() {
-        let row_group = reader
-            .get_row_group(group)
-            .map_err(|e| bad(&format!("row group {group}"), e))?;
-        let column_reader = row_group
-            .get_column_reader(index)
-            .map_err(|e| bad(&format!("column {column:?} in row group {group}"), e))?;
-        let ColumnReader::ByteArrayColumnReader(mut typed) = column_reader else {
-            return Err(Error::parse(
-                path,
-                0,
-                format!("column {column:?} is not a string column"),
-            ));
-        };
-        loop {
-            def_levels.clear();
-            values.clear();
-            let (records, _, _) = typed
-                .read_records(BATCH_ROWS, Some(&mut def_levels), None, &mut values)
-                .map_err(|e| bad(&format!("reading column {column:?}"), e))?;
-            if records == 0 {
-                break;
-            }
-            for value in values.drain(..) {
-                n_values += 1;
-                let text = String::from_utf8(value.data().to_vec()).map_err(|_| {
-                    Error::parse(
-                        path,
-                        0,
-                        format!("column {column:?}, value {n_values}: not valid UTF-8"),
-                    )
-                })?;
-                if !text.is_empty() {
-                    emit(text)?;
-                    n_docs += 1;
-                }
-            }
-        }
-    }
-    Ok(n_docs)
 }
 
 #[cfg(test)]

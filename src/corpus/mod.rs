@@ -17,6 +17,7 @@ pub mod cache;
 pub mod documents;
 pub mod fingerprint;
 pub mod manifest;
+mod parquet_text;
 pub mod prepare;
 pub mod source;
 pub mod spec;

@@ -14,6 +14,7 @@
 use super::linear::LinearLaw;
 use super::{FittedLaw, Hyper, MixingLaw};
 use crate::error::{Error, Result};
+use crate::params::{ensure, Hyperparams};
 use argmin::core::{CostFunction, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
@@ -22,7 +23,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DmlLaw {
     /// Huber threshold in the target's units (nats): residuals beyond it count linearly.
     pub huber_delta: f64,
@@ -45,50 +46,36 @@ impl Default for DmlLaw {
     }
 }
 
-impl DmlLaw {
-    pub fn from_hyper(hyper: &Hyper) -> Result<Self> {
-        let mut d = DmlLaw::default();
-        for (k, &v) in hyper {
-            match k.as_str() {
-                "huber_delta" => d.huber_delta = v,
-                "ridge" => d.ridge = v,
-                "starts" | "max_iters" => {
-                    if !(v.is_finite() && v >= 1.0 && v.fract() == 0.0 && v <= 1e6) {
-                        return Err(Error::invalid(format!(
-                            "law dml: {k} must be a whole number ≥ 1, got {v}"
-                        )));
-                    }
-                    if k == "starts" {
-                        d.starts = v as usize;
-                    } else {
-                        d.max_iters = v as u64;
-                    }
-                }
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "law dml: unknown parameter {k:?} (known: huber_delta, max_iters, ridge, starts)"
-                    )))
-                }
-            }
+impl Hyperparams for DmlLaw {
+    const OWNER: &'static str = "law dml";
+
+    fn validate(&self) -> Result<()> {
+        let o = Self::OWNER;
+        for (name, v) in [
+            ("starts", self.starts as u64),
+            ("max_iters", self.max_iters),
+        ] {
+            ensure(
+                (1..=1_000_000).contains(&v),
+                o,
+                format!("{name} must be a whole number ≥ 1, got {v}"),
+            )?;
         }
-        if !(d.huber_delta.is_finite() && d.huber_delta > 0.0) {
-            return Err(Error::invalid(format!(
-                "law dml: huber_delta must be > 0, got {}",
-                d.huber_delta
-            )));
-        }
-        if !(d.ridge.is_finite() && d.ridge >= 0.0) {
-            return Err(Error::invalid(format!(
-                "law dml: ridge must be ≥ 0, got {}",
-                d.ridge
-            )));
-        }
-        Ok(d)
+        ensure(
+            self.huber_delta.is_finite() && self.huber_delta > 0.0,
+            o,
+            format!("huber_delta must be > 0, got {}", self.huber_delta),
+        )?;
+        ensure(
+            self.ridge.is_finite() && self.ridge >= 0.0,
+            o,
+            format!("ridge must be ≥ 0, got {}", self.ridge),
+        )
     }
 }
 
 pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
-    Ok(Box::new(DmlLaw::from_hyper(hyper)?))
+    Ok(Box::new(DmlLaw::from_overrides(hyper)?))
 }
 
 pub fn load(params: &serde_json::Value, n_domains: usize) -> Result<Box<dyn FittedLaw>> {

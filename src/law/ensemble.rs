@@ -8,64 +8,59 @@
 //! Hyperparameters: `members` (default 8), `subsample` (default 0.8), plus
 //! every `gbdt` hyperparameter, passed to each member.
 
-use super::gbdt::{FittedGbdt, GbdtLaw, HYPER_NAMES};
+use super::gbdt::{FittedGbdt, GbdtLaw};
 use super::{FittedLaw, Hyper, MixingLaw};
 use crate::error::{Error, Result};
+use crate::params::{ensure, Hyperparams};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnsembleLaw {
     pub members: usize,
     pub subsample: f64,
+    /// Every member's booster parameters (the `gbdt` names, flat).
+    #[serde(flatten)]
     pub base: GbdtLaw,
 }
 
-impl EnsembleLaw {
-    pub fn from_hyper(hyper: &Hyper) -> Result<Self> {
-        let (mut members, mut subsample) = (8usize, 0.8);
-        let mut rest = Hyper::new();
-        for (k, &v) in hyper {
-            match k.as_str() {
-                "members" => {
-                    if !(v.is_finite() && v.fract() == 0.0 && (2.0..=1000.0).contains(&v)) {
-                        return Err(Error::invalid(format!(
-                            "law ensemble: members must be a whole number in [2, 1000], got {v}"
-                        )));
-                    }
-                    members = v as usize;
-                }
-                "subsample" => subsample = v,
-                _ if HYPER_NAMES.contains(&k.as_str()) => {
-                    rest.insert(k.clone(), v);
-                }
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "law ensemble: unknown parameter {k:?} (known: members, subsample, {})",
-                        HYPER_NAMES.join(", ")
-                    )))
-                }
-            }
+impl Default for EnsembleLaw {
+    fn default() -> Self {
+        EnsembleLaw {
+            members: 8,
+            subsample: 0.8,
+            base: GbdtLaw::default(),
         }
-        if !(subsample > 0.0 && subsample <= 1.0) {
-            return Err(Error::invalid(format!(
-                "law ensemble: subsample must be in (0, 1], got {subsample}"
-            )));
-        }
-        let base = GbdtLaw::from_hyper(&rest)
-            .map_err(|e| Error::invalid(e.to_string().replace("law gbdt", "law ensemble")))?;
-        Ok(EnsembleLaw {
-            members,
-            subsample,
-            base,
-        })
+    }
+}
+
+impl Hyperparams for EnsembleLaw {
+    const OWNER: &'static str = "law ensemble";
+
+    fn validate(&self) -> Result<()> {
+        ensure(
+            (2..=1000).contains(&self.members),
+            Self::OWNER,
+            format!(
+                "members must be a whole number in [2, 1000], got {}",
+                self.members
+            ),
+        )?;
+        ensure(
+            self.subsample > 0.0 && self.subsample <= 1.0,
+            Self::OWNER,
+            format!("subsample must be in (0, 1], got {}", self.subsample),
+        )?;
+        self.base
+            .validate()
+            .map_err(|e| Error::invalid(e.to_string().replace("law gbdt", Self::OWNER)))
     }
 }
 
 pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
-    Ok(Box::new(EnsembleLaw::from_hyper(hyper)?))
+    Ok(Box::new(EnsembleLaw::from_overrides(hyper)?))
 }
 
 pub fn load(params: &serde_json::Value, n_domains: usize) -> Result<Box<dyn FittedLaw>> {
@@ -174,8 +169,13 @@ mod tests {
             .iter()
             .map(|r| r[0] * r[0] + 0.05 * rng.random::<f64>())
             .collect();
-        let h: Hyper = [("learning_rate".to_string(), 0.1)].into();
-        let f = EnsembleLaw::from_hyper(&h).unwrap().fit(&x, &y, 0).unwrap();
+        let h: Hyper = [("learning_rate".to_string(), 0.1.into())]
+            .into_iter()
+            .collect();
+        let f = EnsembleLaw::from_overrides(&h)
+            .unwrap()
+            .fit(&x, &y, 0)
+            .unwrap();
         let inside = f.predict_spread(&[0.25, 0.75]).unwrap();
         // The spread is the members' population sd, and bagged members disagree.
         let each: Vec<f64> = f.params()["members"]
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(g.predict(&[0.3, 0.7]), f.predict(&[0.3, 0.7]));
         assert_eq!(g.predict_spread(&[0.3, 0.7]), f.predict_spread(&[0.3, 0.7]));
         assert!(load(&serde_json::json!({"members": []}), 2).is_err());
-        let bad: Hyper = [("members".to_string(), 1.0)].into();
-        assert!(EnsembleLaw::from_hyper(&bad).is_err());
+        let bad: Hyper = [("members".to_string(), 1.0.into())].into_iter().collect();
+        assert!(EnsembleLaw::from_overrides(&bad).is_err());
     }
 }

@@ -28,13 +28,15 @@
 use super::histogram::{Binned, Hist, Pool, Source, PARALLEL_WORK, STRIDE};
 pub use super::trees::{FittedGbdt, Tree};
 use super::{FittedLaw, Hyper, MixingLaw};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::params::{ensure, Hyperparams};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 /// Hyperparameters; defaults are LightGBM's (and RegMix's rounds/learning rate).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GbdtLaw {
     /// Maximum boosting rounds (RegMix: 1000).
     pub rounds: usize,
@@ -72,82 +74,56 @@ impl Default for GbdtLaw {
     }
 }
 
-/// Names `from_hyper` accepts (also passed through by `ensemble`).
-pub const HYPER_NAMES: &[&str] = &[
-    "rounds",
-    "learning_rate",
-    "num_leaves",
-    "max_depth",
-    "min_data_in_leaf",
-    "lambda_l2",
-    "max_bin",
-    "valid_fraction",
-    "early_stopping_rounds",
-];
+impl Hyperparams for GbdtLaw {
+    const OWNER: &'static str = "law gbdt";
 
-fn count(name: &str, v: f64, min: usize) -> Result<usize> {
-    if !(v.is_finite() && v.fract() == 0.0 && v >= min as f64 && v <= 1e9) {
-        return Err(Error::invalid(format!(
-            "law gbdt: {name} must be a whole number ≥ {min}, got {v}"
-        )));
-    }
-    Ok(v as usize)
-}
-
-impl GbdtLaw {
-    pub fn from_hyper(hyper: &Hyper) -> Result<Self> {
-        let mut g = GbdtLaw::default();
-        for (k, &v) in hyper {
-            match k.as_str() {
-                "rounds" => g.rounds = count(k, v, 1)?,
-                "learning_rate" => g.learning_rate = v,
-                "num_leaves" => g.num_leaves = count(k, v, 2)?,
-                "max_depth" => g.max_depth = count(k, v, 0)?,
-                "min_data_in_leaf" => g.min_data_in_leaf = count(k, v, 1)?,
-                "lambda_l2" => g.lambda_l2 = v,
-                "max_bin" => g.max_bin = count(k, v, 2)?,
-                "valid_fraction" => g.valid_fraction = v,
-                "early_stopping_rounds" => g.early_stopping_rounds = count(k, v, 1)?,
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "law gbdt: unknown parameter {k:?} (known: {})",
-                        HYPER_NAMES.join(", ")
-                    )))
-                }
-            }
+    fn validate(&self) -> Result<()> {
+        let o = Self::OWNER;
+        for (name, v, min) in [
+            ("rounds", self.rounds, 1),
+            ("num_leaves", self.num_leaves, 2),
+            ("min_data_in_leaf", self.min_data_in_leaf, 1),
+            ("max_bin", self.max_bin, 2),
+            ("early_stopping_rounds", self.early_stopping_rounds, 1),
+        ] {
+            ensure(
+                v >= min && v <= 1_000_000_000,
+                o,
+                format!("{name} must be a whole number ≥ {min}, got {v}"),
+            )?;
         }
-        g.check()?;
-        Ok(g)
-    }
-
-    fn check(&self) -> Result<()> {
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(Error::invalid(format!(
-                "law gbdt: learning_rate must be > 0, got {}",
-                self.learning_rate
-            )));
-        }
-        if !(self.lambda_l2.is_finite() && self.lambda_l2 >= 0.0) {
-            return Err(Error::invalid(format!(
-                "law gbdt: lambda_l2 must be ≥ 0, got {}",
-                self.lambda_l2
-            )));
-        }
-        if self.max_bin > 255 {
-            return Err(Error::invalid("law gbdt: max_bin must be ≤ 255"));
-        }
-        if !(0.0..0.9).contains(&self.valid_fraction) {
-            return Err(Error::invalid(format!(
-                "law gbdt: valid_fraction must be in [0, 0.9), got {}",
+        ensure(
+            self.max_depth <= 1_000_000_000,
+            o,
+            format!(
+                "max_depth must be a whole number ≥ 0, got {}",
+                self.max_depth
+            ),
+        )?;
+        ensure(
+            self.learning_rate.is_finite() && self.learning_rate > 0.0,
+            o,
+            format!("learning_rate must be > 0, got {}", self.learning_rate),
+        )?;
+        ensure(
+            self.lambda_l2.is_finite() && self.lambda_l2 >= 0.0,
+            o,
+            format!("lambda_l2 must be ≥ 0, got {}", self.lambda_l2),
+        )?;
+        ensure(self.max_bin <= 255, o, "max_bin must be ≤ 255")?;
+        ensure(
+            (0.0..0.9).contains(&self.valid_fraction),
+            o,
+            format!(
+                "valid_fraction must be in [0, 0.9), got {}",
                 self.valid_fraction
-            )));
-        }
-        Ok(())
+            ),
+        )
     }
 }
 
 pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
-    Ok(Box::new(GbdtLaw::from_hyper(hyper)?))
+    Ok(Box::new(GbdtLaw::from_overrides(hyper)?))
 }
 
 pub fn load(params: &serde_json::Value, n_domains: usize) -> Result<Box<dyn FittedLaw>> {
@@ -580,8 +556,8 @@ mod tests {
         let b = GbdtLaw::default().fit(&x, &y, 1).unwrap().params();
         assert_eq!(a, b);
         for (k, v) in [("rounds", 0.5), ("learning_rate", 0.0), ("depth", 1.0)] {
-            let h: Hyper = [(k.to_string(), v)].into();
-            assert!(GbdtLaw::from_hyper(&h).is_err(), "{k}={v}");
+            let h: Hyper = [(k.to_string(), v.into())].into_iter().collect();
+            assert!(GbdtLaw::from_overrides(&h).is_err(), "{k}={v}");
         }
     }
 }

@@ -12,6 +12,7 @@
 
 use super::{FittedLaw, Hyper, MixingLaw};
 use crate::error::{Error, Result};
+use crate::params::{ensure, Hyperparams};
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
@@ -19,32 +20,30 @@ use serde::{Deserialize, Serialize};
 /// enough to make the always-singular sum-to-one direction solvable.
 pub const DEFAULT_ALPHA: f64 = 1e-4;
 
-/// Ridge regression of the target on the proportions.
-#[derive(Debug, Clone)]
+/// Ridge regression of the target on the proportions; its one
+/// hyperparameter `alpha` (≥ 0, default `DEFAULT_ALPHA`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinearLaw {
     pub alpha: f64,
 }
 
-impl LinearLaw {
-    /// Hyperparameters: `alpha` (≥ 0, default `DEFAULT_ALPHA`).
-    pub fn from_hyper(hyper: &Hyper) -> Result<Self> {
-        let mut alpha = DEFAULT_ALPHA;
-        for (k, v) in hyper {
-            match k.as_str() {
-                "alpha" => alpha = *v,
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "law linear: unknown parameter {k:?} (known: alpha)"
-                    )))
-                }
-            }
+impl Default for LinearLaw {
+    fn default() -> Self {
+        LinearLaw {
+            alpha: DEFAULT_ALPHA,
         }
-        if !(alpha.is_finite() && alpha >= 0.0) {
-            return Err(Error::invalid(format!(
-                "law linear: alpha must be a finite number ≥ 0, got {alpha}"
-            )));
-        }
-        Ok(LinearLaw { alpha })
+    }
+}
+
+impl Hyperparams for LinearLaw {
+    const OWNER: &'static str = "law linear";
+
+    fn validate(&self) -> Result<()> {
+        ensure(
+            self.alpha.is_finite() && self.alpha >= 0.0,
+            Self::OWNER,
+            format!("alpha must be a finite number ≥ 0, got {}", self.alpha),
+        )
     }
 }
 
@@ -72,7 +71,7 @@ impl FittedLinear {
 
 /// Registry constructor (see `law::LAWS`).
 pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
-    Ok(Box::new(LinearLaw::from_hyper(hyper)?))
+    Ok(Box::new(LinearLaw::from_overrides(hyper)?))
 }
 
 /// Registry loader: rebuild from stored params over `n_domains` domains.
@@ -186,7 +185,7 @@ mod tests {
         let x = simplex(200, 1);
         let truth = |r: &[f64]| 3.0 + 1.0 * r[0] - 2.0 * r[1] + 0.5 * r[2] + 4.0 * r[3];
         let y: Vec<f64> = x.iter().map(|r| truth(r)).collect();
-        let law = LinearLaw::from_hyper(&Hyper::new()).unwrap();
+        let law = LinearLaw::from_overrides(&Hyper::new()).unwrap();
         let f = law.fit(&x, &y, 0).unwrap();
         for r in simplex(50, 2) {
             assert!(
@@ -214,11 +213,11 @@ mod tests {
     #[test]
     fn rejects_bad_hyperparameters_and_data() {
         let mut h = Hyper::new();
-        h.insert("alpha".into(), -1.0);
-        assert!(LinearLaw::from_hyper(&h).is_err());
+        h.insert("alpha".into(), (-1.0).into());
+        assert!(LinearLaw::from_overrides(&h).is_err());
         h.clear();
-        h.insert("depth".into(), 3.0);
-        assert!(LinearLaw::from_hyper(&h).is_err());
+        h.insert("depth".into(), 3.0.into());
+        assert!(LinearLaw::from_overrides(&h).is_err());
         let law = LinearLaw { alpha: 1e-4 };
         assert!(law.fit(&[], &[], 0).is_err());
         assert!(law.fit(&[vec![0.5, 0.5]], &[f64::NAN], 0).is_err());

@@ -14,43 +14,43 @@
 use super::linear::{FittedLinear, LinearLaw};
 use super::{FittedLaw, Hyper, MixingLaw};
 use crate::error::{Error, Result};
+use crate::params::{ensure, Hyperparams};
 use serde::{Deserialize, Serialize};
 
 /// Default floor added to each proportion before the log.
 pub const DEFAULT_EPS: f64 = 1e-3;
 
-#[derive(Debug, Clone)]
+/// Hyperparameters: `eps` (> 0, default `DEFAULT_EPS`) and `alpha` (ridge,
+/// as `linear`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLinearLaw {
+    pub alpha: f64,
     pub eps: f64,
-    pub ridge: LinearLaw,
 }
 
-impl LogLinearLaw {
-    /// Hyperparameters: `eps` (> 0, default `DEFAULT_EPS`) and `alpha` (ridge, as `linear`).
-    pub fn from_hyper(hyper: &Hyper) -> Result<Self> {
-        let mut eps = DEFAULT_EPS;
-        let mut rest = Hyper::new();
-        for (k, v) in hyper {
-            match k.as_str() {
-                "eps" => eps = *v,
-                "alpha" => {
-                    rest.insert(k.clone(), *v);
-                }
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "law loglinear: unknown parameter {k:?} (known: alpha, eps)"
-                    )))
-                }
-            }
+impl Default for LogLinearLaw {
+    fn default() -> Self {
+        LogLinearLaw {
+            alpha: super::linear::DEFAULT_ALPHA,
+            eps: DEFAULT_EPS,
         }
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(Error::invalid(format!(
-                "law loglinear: eps must be a finite number > 0, got {eps}"
-            )));
-        }
-        let ridge = LinearLaw::from_hyper(&rest)
-            .map_err(|e| Error::invalid(e.to_string().replace("law linear", "law loglinear")))?;
-        Ok(LogLinearLaw { eps, ridge })
+    }
+}
+
+impl Hyperparams for LogLinearLaw {
+    const OWNER: &'static str = "law loglinear";
+
+    fn validate(&self) -> Result<()> {
+        ensure(
+            self.eps.is_finite() && self.eps > 0.0,
+            Self::OWNER,
+            format!("eps must be a finite number > 0, got {}", self.eps),
+        )?;
+        ensure(
+            self.alpha.is_finite() && self.alpha >= 0.0,
+            Self::OWNER,
+            format!("alpha must be a finite number ≥ 0, got {}", self.alpha),
+        )
     }
 }
 
@@ -67,7 +67,7 @@ pub struct FittedLogLinear {
 }
 
 pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
-    Ok(Box::new(LogLinearLaw::from_hyper(hyper)?))
+    Ok(Box::new(LogLinearLaw::from_overrides(hyper)?))
 }
 
 pub fn load(params: &serde_json::Value, n_domains: usize) -> Result<Box<dyn FittedLaw>> {
@@ -94,7 +94,8 @@ impl MixingLaw for LogLinearLaw {
     fn fit(&self, x: &[Vec<f64>], y: &[f64], seed: u64) -> Result<Box<dyn FittedLaw>> {
         super::check_xy(x, y)?;
         let feats: Vec<Vec<f64>> = x.iter().map(|r| log_features(r, self.eps)).collect();
-        let inner = self.ridge.fit(&feats, y, seed)?;
+        let ridge = LinearLaw { alpha: self.alpha };
+        let inner = ridge.fit(&feats, y, seed)?;
         let linear = FittedLinear::from_params(&inner.params())?;
         Ok(Box::new(FittedLogLinear {
             eps: self.eps,
@@ -131,7 +132,7 @@ mod tests {
             y.push(3.0 - 0.2 * (a + DEFAULT_EPS).ln() - 0.1 * (b + DEFAULT_EPS).ln());
             x.push(row);
         }
-        let law = LogLinearLaw::from_hyper(&Hyper::new()).unwrap();
+        let law = LogLinearLaw::from_overrides(&Hyper::new()).unwrap();
         let fitted = law.fit(&x, &y, 0).unwrap();
         let probe = [0.3, 0.5, 0.2];
         let truth = 3.0 - 0.2 * (0.3 + DEFAULT_EPS).ln() - 0.1 * (0.5 + DEFAULT_EPS).ln();
@@ -144,10 +145,10 @@ mod tests {
     #[test]
     fn rejects_bad_hyperparameters() {
         let mut h = Hyper::new();
-        h.insert("eps".into(), 0.0);
-        assert!(LogLinearLaw::from_hyper(&h).is_err());
+        h.insert("eps".into(), 0.0.into());
+        assert!(LogLinearLaw::from_overrides(&h).is_err());
         let mut h = Hyper::new();
-        h.insert("beta".into(), 1.0);
-        assert!(LogLinearLaw::from_hyper(&h).is_err());
+        h.insert("beta".into(), 1.0.into());
+        assert!(LogLinearLaw::from_overrides(&h).is_err());
     }
 }

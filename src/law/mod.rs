@@ -10,6 +10,7 @@
 
 pub mod cv;
 pub mod dml;
+pub mod elasticnet;
 pub mod ensemble;
 pub mod gbdt;
 mod histogram;
@@ -32,8 +33,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Hyperparameters by name (`alpha`, …); each law rejects names it does not know.
-pub type Hyper = BTreeMap<String, f64>;
+/// Hyperparameter overrides by name (`alpha`, …), as given to `fit --param`
+/// and stored in law.json; each law lays them over its typed parameters
+/// (`crate::params`), rejecting names it does not know.
+pub type Hyper = crate::params::Overrides;
 
 /// A family of mixing laws with its hyperparameters set.
 pub trait MixingLaw: Send + Sync {
@@ -80,6 +83,11 @@ const LAWS: &[Entry] = &[
         name: "loglinear",
         build: loglinear::build,
         load: loglinear::load,
+    },
+    Entry {
+        name: "elasticnet",
+        build: elasticnet::build,
+        load: elasticnet::load,
     },
     Entry {
         name: "gbdt",

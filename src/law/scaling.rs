@@ -21,6 +21,7 @@
 
 use super::{FittedLaw, Target};
 use crate::error::{Error, Result};
+use crate::params::{ensure, Hyperparams};
 use argmin::core::{CostFunction, Executor, Gradient, State};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
@@ -66,7 +67,7 @@ impl ScalePoints {
 }
 
 /// Fitting settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScalingLaw {
     /// Huber threshold (nats).
     pub huber_delta: f64,
@@ -86,30 +87,22 @@ impl Default for ScalingLaw {
     }
 }
 
-impl ScalingLaw {
-    pub fn from_hyper(hyper: &super::Hyper) -> Result<Self> {
-        let mut s = ScalingLaw::default();
-        for (k, &v) in hyper {
-            match k.as_str() {
-                "huber_delta" if v.is_finite() && v > 0.0 => s.huber_delta = v,
-                "min_fraction" if (0.0..=1.0).contains(&v) => s.min_fraction = v,
-                "max_iters" if v.is_finite() && v >= 1.0 && v.fract() == 0.0 => {
-                    s.max_iters = v as u64
-                }
-                "huber_delta" | "min_fraction" | "max_iters" => {
-                    return Err(Error::invalid(format!(
-                        "law scaling: {k} = {v} is out of range (huber_delta > 0, \
-                         min_fraction in [0, 1], max_iters a whole number ≥ 1)"
-                    )))
-                }
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "law scaling: unknown parameter {k:?} (known: huber_delta, max_iters, min_fraction)"
-                    )))
-                }
-            }
-        }
-        Ok(s)
+impl Hyperparams for ScalingLaw {
+    const OWNER: &'static str = "law scaling";
+
+    fn validate(&self) -> Result<()> {
+        ensure(
+            self.huber_delta.is_finite()
+                && self.huber_delta > 0.0
+                && (0.0..=1.0).contains(&self.min_fraction)
+                && self.max_iters >= 1,
+            Self::OWNER,
+            format!(
+                "huber_delta = {}, min_fraction = {}, max_iters = {}: out of range \
+                 (huber_delta > 0, min_fraction in [0, 1], max_iters a whole number ≥ 1)",
+                self.huber_delta, self.min_fraction, self.max_iters
+            ),
+        )
     }
 }
 

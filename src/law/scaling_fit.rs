@@ -10,6 +10,7 @@ use super::cv::{cv_report, folds, rest, score_predictions};
 use super::scaling::{fit_scaling, FittedScaling, ScalePoints, ScalingLaw};
 use super::{FitOptions, FittedLaw, Hyper, LawFile, LoadedLaw, MixingLaw, Target};
 use crate::error::{Error, Result};
+use crate::params::Hyperparams;
 use crate::store::{checkpoints_path, read_checkpoints, read_runs, RunsData};
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +18,7 @@ use std::path::Path;
 /// The registry's constructor: the scaling law cannot be fit from mixtures
 /// and one target value each; `fit` routes it here with checkpoints.
 pub fn build(hyper: &Hyper) -> Result<Box<dyn MixingLaw>> {
-    ScalingLaw::from_hyper(hyper)?;
+    ScalingLaw::from_overrides(hyper)?;
     Err(Error::invalid(
         "law scaling needs each run's losses and token counts: fit it on a sweep's runs table \
          (mixopt fit --runs runs.csv --law scaling), not on mixtures and metrics CSVs",
@@ -122,7 +123,7 @@ pub fn fit_scaling_law(
     opts: &FitOptions,
     at_tokens: Option<f64>,
 ) -> Result<LoadedLaw> {
-    let law = ScalingLaw::from_hyper(&opts.hyper)?;
+    let law = ScalingLaw::from_overrides(&opts.hyper)?;
     let finals = points.finals();
     let proxy_tokens = finals
         .iter()

@@ -16,11 +16,10 @@
 //! --bench`), where the ADO code runs a multi-start nonlinear fit every few
 //! hundred steps.
 
-use super::{
-    float_text, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
-};
+use super::{float_text, mixture_of, normalize, Average, LossRequest, Observation, OnlinePolicy};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
+use crate::params::{ensure, Hyperparams};
 use serde::{Deserialize, Serialize};
 
 /// Fractions of the lowest observed loss tried as the irreducible floor ε.
@@ -132,6 +131,36 @@ pub fn fit_power_law(ln_n: &[f64], loss: &[f64]) -> Option<PowerLaw> {
     best.map(|(_, l)| l)
 }
 
+impl Hyperparams for Params {
+    const OWNER: &'static str = "ado";
+
+    fn validate(&self) -> Result<()> {
+        let o = Self::OWNER;
+        for (what, x) in [
+            ("credit_ema", self.credit_ema),
+            ("step", self.step),
+            ("min_weight_of_uniform", self.min_weight_of_uniform),
+        ] {
+            ensure(
+                (0.0..=1.0).contains(&x),
+                o,
+                format!("{what} must be in [0, 1], got {x}"),
+            )?;
+        }
+        ensure(self.refit_every >= 1, o, "refit_every must be >= 1")?;
+        ensure(
+            self.min_points >= 3
+                && self.max_points >= 2 * self.min_points
+                && self.max_points <= 256,
+            o,
+            format!(
+                "needs 3 <= min_points ({}) and 2·min_points <= max_points ({}) <= 256",
+                self.min_points, self.max_points
+            ),
+        )
+    }
+}
+
 /// ADO state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,31 +196,7 @@ impl Ado {
         prior: &Mixture,
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self> {
-        let params = params_from(Params::default(), overrides, "ado")?;
-        let unit = |x: f64, what: &str| -> Result<()> {
-            if (0.0..=1.0).contains(&x) {
-                Ok(())
-            } else {
-                Err(Error::invalid(format!(
-                    "ado {what} must be in [0, 1], got {x}"
-                )))
-            }
-        };
-        unit(params.credit_ema, "credit_ema")?;
-        unit(params.step, "step")?;
-        unit(params.min_weight_of_uniform, "min_weight_of_uniform")?;
-        if params.refit_every == 0 {
-            return Err(Error::invalid("ado refit_every must be >= 1"));
-        }
-        if params.min_points < 3
-            || params.max_points < 2 * params.min_points
-            || params.max_points > 256
-        {
-            return Err(Error::invalid(format!(
-                "ado needs 3 <= min_points ({}) and 2·min_points <= max_points ({}) <= 256",
-                params.min_points, params.max_points
-            )));
-        }
+        let params = Params::from_overrides(overrides)?;
         let k = prior.len();
         Ok(Ado {
             params,
@@ -222,7 +227,7 @@ impl Ado {
     pub(crate) fn checked(self) -> Result<Self> {
         let k = self.domains.len();
         let prior = Mixture::new(self.domains.clone(), self.prior.clone())?;
-        Ado::new(&prior, &super::overrides_of(&self.params)?)?;
+        Ado::new(&prior, &self.params.to_overrides()?)?;
         Mixture::new(self.domains.clone(), self.pi.clone())?;
         super::check_lens(
             k,

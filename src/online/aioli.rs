@@ -13,11 +13,10 @@
 //! `p_j ∝ prior_j · exp(η Σ_i Ā_ij)` on the smoothed `Ā`), and the rest of the
 //! round trains on `p`.
 
-use super::{
-    float_text, mixture_of, normalize, params_from, Average, LossRequest, Observation, OnlinePolicy,
-};
+use super::{float_text, mixture_of, normalize, Average, LossRequest, Observation, OnlinePolicy};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
+use crate::params::{ensure, Hyperparams};
 use serde::{Deserialize, Serialize};
 
 /// Aioli parameters.
@@ -87,12 +86,29 @@ pub struct Aioli {
     avg: Average,
 }
 
+impl Hyperparams for Params {
+    const OWNER: &'static str = "aioli";
+
+    /// The ranges that do not depend on the number of domains (`Aioli::new`
+    /// checks the ones that do).
+    fn validate(&self) -> Result<()> {
+        let o = Self::OWNER;
+        ensure(self.eta.is_finite() && self.eta > 0.0, o, "eta must be > 0")?;
+        ensure(
+            self.ema.is_none_or(|e| (0.0..1.0).contains(&e)),
+            o,
+            "ema must be in [0, 1)",
+        )?;
+        ensure(self.lp_sweeps >= 1, o, "lp_sweeps must be >= 1")
+    }
+}
+
 impl Aioli {
     pub fn new(
         prior: &Mixture,
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self> {
-        let params = params_from(Params::default(), overrides, "aioli")?;
+        let params = Params::from_overrides(overrides)?;
         let k = prior.len();
         if k < 2 {
             return Err(Error::invalid("aioli needs at least 2 domains"));
@@ -103,17 +119,6 @@ impl Aioli {
                 "aioli one_hot_factor must be in (1/K, 1] = ({:.4}, 1], got {f}",
                 1.0 / k as f64
             )));
-        }
-        if !(params.eta.is_finite() && params.eta > 0.0) {
-            return Err(Error::invalid("aioli eta must be > 0"));
-        }
-        if let Some(e) = params.ema {
-            if !(0.0..1.0).contains(&e) {
-                return Err(Error::invalid("aioli ema must be in [0, 1)"));
-            }
-        }
-        if params.lp_sweeps == 0 {
-            return Err(Error::invalid("aioli lp_sweeps must be >= 1"));
         }
         let n_lp = k * params.lp_sweeps;
         if params.round_updates != 0 && params.round_updates <= n_lp {
@@ -185,7 +190,7 @@ impl Aioli {
     pub(crate) fn checked(self) -> Result<Self> {
         let k = self.domains.len();
         let prior = Mixture::new(self.domains.clone(), self.prior.clone())?;
-        Aioli::new(&prior, &super::overrides_of(&self.params)?)?;
+        Aioli::new(&prior, &self.params.to_overrides()?)?;
         Mixture::new(self.domains.clone(), self.p.clone())?;
         Mixture::new(self.domains.clone(), self.sampling.clone())?;
         let mut lens = vec![("graph", self.graph.len()), ("avg.sum", self.avg.len())];

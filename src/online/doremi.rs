@@ -8,11 +8,11 @@
 //! trainer here reports per-domain means, so the clip applies to the mean.
 
 use super::{
-    float_text, mixture_of, params_from, softmax_into, Average, LossRequest, Observation,
-    OnlinePolicy,
+    float_text, mixture_of, softmax_into, Average, LossRequest, Observation, OnlinePolicy,
 };
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
+use crate::params::{ensure, Hyperparams};
 use serde::{Deserialize, Serialize};
 
 /// DoReMi parameters.
@@ -31,6 +31,23 @@ impl Default for Params {
             eta: 1.0,
             smoothing: 1e-3,
         }
+    }
+}
+
+impl Hyperparams for Params {
+    const OWNER: &'static str = "doremi";
+
+    fn validate(&self) -> Result<()> {
+        ensure(
+            self.eta.is_finite() && self.eta > 0.0,
+            Self::OWNER,
+            "eta must be > 0",
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&self.smoothing),
+            Self::OWNER,
+            "smoothing must be in [0, 1]",
+        )
     }
 }
 
@@ -56,13 +73,7 @@ impl DoReMi {
         reference: &[f64],
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self> {
-        let params = params_from(Params::default(), overrides, "doremi")?;
-        if !(params.eta.is_finite() && params.eta > 0.0) {
-            return Err(Error::invalid("doremi eta must be > 0"));
-        }
-        if !(0.0..=1.0).contains(&params.smoothing) {
-            return Err(Error::invalid("doremi smoothing must be in [0, 1]"));
-        }
+        let params = Params::from_overrides(overrides)?;
         if reference.len() != prior.len() {
             return Err(Error::invalid(format!(
                 "doremi: {} reference losses for {} domains",
@@ -99,7 +110,7 @@ impl DoReMi {
     /// Validate a state read back from disk (see `super::restore`).
     pub(crate) fn checked(self) -> Result<Self> {
         let alpha = Mixture::new(self.domains.clone(), self.alpha.clone())?;
-        DoReMi::new(&alpha, &self.reference, &super::overrides_of(&self.params)?)?;
+        DoReMi::new(&alpha, &self.reference, &self.params.to_overrides()?)?;
         super::check_lens(self.domains.len(), &[("avg.sum", self.avg.len())])?;
         Ok(self)
     }

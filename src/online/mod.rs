@@ -169,50 +169,8 @@ pub struct PolicySpec {
     pub reference_losses: Option<Vec<f64>>,
 }
 
-/// Parse `--param key=value` strings into a JSON object (numbers, booleans,
-/// `null`, or strings).
-pub fn parse_params(args: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let mut out = serde_json::Map::new();
-    for a in args {
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| Error::invalid(format!("--param {a:?}: expected KEY=VALUE")))?;
-        let v = v.trim();
-        let value = serde_json::from_str::<serde_json::Value>(v)
-            .ok()
-            .filter(|x| !x.is_object() && !x.is_array())
-            .unwrap_or_else(|| serde_json::Value::String(v.to_string()));
-        out.insert(k.trim().to_string(), value);
-    }
-    Ok(out)
-}
-
-/// Deserialize a policy's `Params` from overrides over its defaults.
-pub(crate) fn params_from<P: Serialize + serde::de::DeserializeOwned>(
-    defaults: P,
-    overrides: &serde_json::Map<String, serde_json::Value>,
-    policy: &str,
-) -> Result<P> {
-    let mut base = match serde_json::to_value(defaults) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => {
-            return Err(Error::invalid(format!(
-                "{policy}: parameters not an object"
-            )))
-        }
-    };
-    for (k, v) in overrides {
-        if !base.contains_key(k) {
-            return Err(Error::invalid(format!(
-                "--param {k}: {policy} has no such parameter (known: {})",
-                base.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        base.insert(k.clone(), v.clone());
-    }
-    serde_json::from_value(serde_json::Value::Object(base))
-        .map_err(|e| Error::invalid(format!("--param for {policy}: {e}")))
-}
+/// Parse `--param key=value` strings (see `crate::params::parse`).
+pub use crate::params::parse as parse_params;
 
 /// Build a fresh policy.
 pub fn build(spec: &PolicySpec) -> Result<Box<dyn OnlinePolicy>> {
@@ -243,17 +201,6 @@ pub fn restore(kind: PolicyKind, state: serde_json::Value) -> Result<Box<dyn Onl
         PolicyKind::Ado => Box::new(de::<ado::Ado>(state, "ado")?.checked()?),
     };
     Ok(p)
-}
-
-/// A restored state's parameters as `--param` overrides, so the policy's own
-/// constructor validates them.
-pub(crate) fn overrides_of<P: Serialize>(
-    params: &P,
-) -> Result<serde_json::Map<String, serde_json::Value>> {
-    match serde_json::to_value(params) {
-        Ok(serde_json::Value::Object(m)) => Ok(m),
-        _ => Err(Error::invalid("parameters not an object")),
-    }
 }
 
 /// Every per-domain vector of a restored state has one entry per domain.

@@ -3,21 +3,32 @@
 //! starts (the prior, uniform, seeded random mixtures — all projected into
 //! the bounds), keeping the best.
 //!
-//! Each start runs (1) mirror descent — exponentiated-gradient steps
+//! Each start runs two argmin solvers, one after the other, on the objective
+//! as an argmin `CostFunction` (argmin's executor runs the iterations,
+//! enforces the iteration cap and counts the law evaluations):
+//! (1) `MirrorDescent` — exponentiated-gradient steps
 //! w ← KL-projection(w ⊙ exp(−η·g)) with backtracking on η and a
 //! finite-difference gradient g (laws need not be differentiable) — then
-//! (2) a pairwise-transfer search: move mass δ from domain i to j while that
+//! (2) `PairwiseTransfer` — move mass δ from domain i to j while that
 //! improves, for shrinking δ. Directions e_j − e_i span the simplex, so (2)
 //! also optimizes laws whose gradient is zero almost everywhere (trees),
 //! where (1) stops at once. Both stay inside the bounds by construction.
+//! argmin's own solvers are unconstrained (or box-constrained); the capped
+//! simplex needs these two, written as argmin `Solver`s. Starts run in
+//! parallel on rayon's pool; results do not depend on the thread count.
 
 use super::{Bounds, Objective, Proposal, ProposeContext, Proposer};
 use crate::error::{Error, Result};
 use crate::law::FittedLaw;
 use crate::mixture::Mixture;
+use argmin::core::{
+    CostFunction, Executor, IterState, Problem, Solver, State, TerminationReason,
+    TerminationStatus, KV,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Gamma};
+use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct Exact {
@@ -49,99 +60,220 @@ struct Run {
     evals: usize,
 }
 
-impl Exact {
-    fn gradient(&self, obj: &Objective, w: &[f64], f: f64, evals: &mut usize) -> Vec<f64> {
+/// The objective as an argmin problem (a weight vector in the bounds → the
+/// value to minimize).
+struct Cost<'a>(&'a Objective<'a>);
+
+impl CostFunction for Cost<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, w: &Vec<f64>) -> std::result::Result<f64, argmin::core::Error> {
+        Ok(self.0.value(w))
+    }
+}
+
+type Iter = IterState<Vec<f64>, (), (), (), (), f64>;
+type Step = std::result::Result<(Iter, Option<KV>), argmin::core::Error>;
+
+/// Mirror descent on the capped simplex; one iteration is one gradient and
+/// one accepted step. Stops (converged) when the gradient vanishes or no step
+/// size improves.
+struct MirrorDescent<'a> {
+    bounds: &'a Bounds,
+    fd_step: f64,
+    eta: f64,
+}
+
+impl MirrorDescent<'_> {
+    fn gradient(&self, problem: &mut Problem<Cost>, w: &[f64], f: f64) -> Vec<f64> {
         let h = self.fd_step;
         let mut x = w.to_vec();
         (0..w.len())
             .map(|i| {
                 x[i] = w[i] + h;
-                let fi = obj.value(&x);
+                let fi = cost(problem, &x);
                 x[i] = w[i];
-                *evals += 1;
                 (fi - f) / h
             })
             .collect()
     }
+}
 
-    fn mirror_descent(&self, obj: &Objective, b: &Bounds, run: &mut Run) {
-        // Weights exactly 0 cannot move under multiplicative updates: start
-        // from a point nudged into the interior of the bounds.
-        let d = run.w.len() as f64;
-        let nudged: Vec<f64> = run.w.iter().map(|v| 0.99 * v + 0.01 / d).collect();
-        let start = b.project_kl(&nudged);
-        let fs = obj.value(&start);
-        if fs <= run.value || run.w.iter().any(|&v| v <= 0.0) {
-            run.w = start;
-            run.value = fs;
-        }
-        let mut eta = 0.5;
-        for _ in 0..self.max_iters {
-            let g = self.gradient(obj, &run.w, run.value, &mut run.evals);
-            let gmax = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            if gmax <= 1e-12 || !gmax.is_finite() {
-                return;
-            }
-            let mut improved = false;
-            while eta > 1e-8 {
-                let v: Vec<f64> = run
-                    .w
-                    .iter()
-                    .zip(&g)
-                    .map(|(w, gi)| (w * (-eta * gi / gmax).exp()).max(1e-300))
-                    .collect();
-                let cand = b.project_kl(&v);
-                let fc = obj.value(&cand);
-                run.evals += 1;
-                if fc < run.value - 1e-12 {
-                    let gain = run.value - fc;
-                    run.w = cand;
-                    run.value = fc;
-                    eta = (eta * 1.5).min(4.0);
-                    improved = gain > 1e-12;
-                    break;
-                }
-                eta *= 0.5;
-            }
-            if !improved {
-                return;
-            }
-        }
+/// The objective at `w`, counted by argmin's evaluation counter. (`&Vec`:
+/// argmin's parameter type is the vector itself.)
+#[allow(clippy::ptr_arg)]
+fn cost(problem: &mut Problem<Cost>, w: &Vec<f64>) -> f64 {
+    problem.cost(w).unwrap_or(f64::NAN)
+}
+
+fn converged(state: Iter) -> Step {
+    Ok((
+        state.terminate_with(TerminationReason::SolverConverged),
+        None,
+    ))
+}
+
+impl<'o> Solver<Cost<'o>, Iter> for MirrorDescent<'_> {
+    fn name(&self) -> &str {
+        "mirror descent"
     }
 
-    fn transfer_search(&self, obj: &Objective, b: &Bounds, run: &mut Run) {
-        let d = run.w.len();
-        for &step in &self.transfer_steps {
-            for _pass in 0..200 {
-                let mut improved = false;
-                for i in 0..d {
-                    for j in 0..d {
-                        if i == j {
-                            continue;
-                        }
-                        let delta = step.min(run.w[i] - b.lo[i]).min(b.hi[j] - run.w[j]);
-                        if delta <= 1e-15 {
-                            continue;
-                        }
-                        let (wi, wj) = (run.w[i], run.w[j]);
-                        run.w[i] = wi - delta;
-                        run.w[j] = wj + delta;
-                        let f = obj.value(&run.w);
-                        run.evals += 1;
-                        if f < run.value - 1e-12 {
-                            run.value = f;
-                            improved = true;
-                        } else {
-                            run.w[i] = wi;
-                            run.w[j] = wj;
-                        }
-                    }
+    fn init(&mut self, problem: &mut Problem<Cost<'o>>, mut state: Iter) -> Step {
+        // Weights exactly 0 cannot move under multiplicative updates: start
+        // from a point nudged into the interior of the bounds.
+        let w = state.take_param().unwrap_or_default();
+        let value = state.get_cost();
+        let d = w.len() as f64;
+        let nudged: Vec<f64> = w.iter().map(|v| 0.99 * v + 0.01 / d).collect();
+        let start = self.bounds.project_kl(&nudged);
+        let fs = cost(problem, &start);
+        let state = if fs <= value || w.iter().any(|&v| v <= 0.0) {
+            state.param(start).cost(fs)
+        } else {
+            state.param(w)
+        };
+        Ok((state, None))
+    }
+
+    fn next_iter(&mut self, problem: &mut Problem<Cost<'o>>, mut state: Iter) -> Step {
+        let w = state.take_param().unwrap_or_default();
+        let value = state.get_cost();
+        let g = self.gradient(problem, &w, value);
+        let gmax = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        if gmax <= 1e-12 || !gmax.is_finite() {
+            return converged(state.param(w));
+        }
+        while self.eta > 1e-8 {
+            let v: Vec<f64> = w
+                .iter()
+                .zip(&g)
+                .map(|(w, gi)| (w * (-self.eta * gi / gmax).exp()).max(1e-300))
+                .collect();
+            let cand = self.bounds.project_kl(&v);
+            let fc = cost(problem, &cand);
+            if fc < value - 1e-12 {
+                self.eta = (self.eta * 1.5).min(4.0);
+                let state = state.param(cand).cost(fc);
+                return if value - fc > 1e-12 {
+                    Ok((state, None))
+                } else {
+                    converged(state)
+                };
+            }
+            self.eta *= 0.5;
+        }
+        converged(state.param(w))
+    }
+}
+
+/// Pattern search over pairwise transfers; one iteration is one pass over
+/// all pairs (i, j) at the current transfer size, which shrinks after a pass
+/// without improvement (or `MAX_PASSES` passes).
+struct PairwiseTransfer<'a> {
+    bounds: &'a Bounds,
+    steps: &'a [f64],
+    step: usize,
+    passes: usize,
+}
+
+const MAX_PASSES: usize = 200;
+
+impl<'o> Solver<Cost<'o>, Iter> for PairwiseTransfer<'_> {
+    fn name(&self) -> &str {
+        "pairwise transfer"
+    }
+
+    fn next_iter(&mut self, problem: &mut Problem<Cost<'o>>, mut state: Iter) -> Step {
+        let mut w = state.take_param().unwrap_or_default();
+        let mut value = state.get_cost();
+        let (b, step, d) = (self.bounds, self.steps[self.step], w.len());
+        let mut improved = false;
+        for i in 0..d {
+            for j in 0..d {
+                if i == j {
+                    continue;
                 }
-                if !improved {
-                    break;
+                let delta = step.min(w[i] - b.lo[i]).min(b.hi[j] - w[j]);
+                if delta <= 1e-15 {
+                    continue;
+                }
+                let (wi, wj) = (w[i], w[j]);
+                w[i] = wi - delta;
+                w[j] = wj + delta;
+                let f = cost(problem, &w);
+                if f < value - 1e-12 {
+                    value = f;
+                    improved = true;
+                } else {
+                    w[i] = wi;
+                    w[j] = wj;
                 }
             }
         }
+        self.passes += 1;
+        if !improved || self.passes == MAX_PASSES {
+            self.step += 1;
+            self.passes = 0;
+        }
+        Ok((state.param(w).cost(value), None))
+    }
+
+    fn terminate(&mut self, _state: &Iter) -> TerminationStatus {
+        if self.step >= self.steps.len() {
+            TerminationStatus::Terminated(TerminationReason::SolverConverged)
+        } else {
+            TerminationStatus::NotTerminated
+        }
+    }
+}
+
+/// Run `solver` from `run`'s point; `run` takes its end point, value and
+/// evaluation count.
+fn execute<'o, S: Solver<Cost<'o>, Iter>>(
+    obj: &'o Objective<'o>,
+    solver: S,
+    max_iters: u64,
+    run: &mut Run,
+) -> Result<()> {
+    let w = std::mem::take(&mut run.w);
+    let value = run.value;
+    let res = Executor::new(Cost(obj), solver)
+        .configure(|s| s.param(w).cost(value).max_iters(max_iters).counting(true))
+        .timer(false)
+        .run()
+        .map_err(|e| Error::invalid(format!("exact: {e}")))?;
+    let mut state = res.state;
+    run.value = state.get_cost();
+    run.evals += state
+        .get_func_counts()
+        .get("cost_count")
+        .copied()
+        .unwrap_or(0) as usize;
+    run.w = state
+        .take_param()
+        .ok_or_else(|| Error::invalid("exact: the solver lost its point"))?;
+    Ok(())
+}
+
+impl Exact {
+    fn solve(&self, obj: &Objective, b: &Bounds, w: Vec<f64>) -> Result<Run> {
+        let value = obj.value(&w);
+        let mut run = Run { w, value, evals: 1 };
+        let md = MirrorDescent {
+            bounds: b,
+            fd_step: self.fd_step,
+            eta: 0.5,
+        };
+        execute(obj, md, self.max_iters as u64, &mut run)?;
+        let transfer = PairwiseTransfer {
+            bounds: b,
+            steps: &self.transfer_steps,
+            step: 0,
+            passes: 0,
+        };
+        execute(obj, transfer, u64::MAX, &mut run)?;
+        Ok(run)
     }
 
     fn start_points(&self, ctx: &ProposeContext, prior: &Mixture) -> Result<Vec<Vec<f64>>> {
@@ -175,41 +307,10 @@ impl Proposer for Exact {
         let prior = ctx.prior.align(ctx.domains)?;
         let obj = ctx.objective(law)?;
         let starts = self.start_points(ctx, &prior)?;
-        let threads = std::thread::available_parallelism()
-            .map(|t| t.get())
-            .unwrap_or(1)
-            .clamp(1, starts.len());
-        let mut runs: Vec<Option<Run>> = (0..starts.len()).map(|_| None).collect();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (obj, starts) = (&obj, &starts);
-                    s.spawn(move || {
-                        (t..starts.len())
-                            .step_by(threads)
-                            .map(|i| {
-                                let w = starts[i].clone();
-                                let value = obj.value(&w);
-                                let mut run = Run { w, value, evals: 1 };
-                                self.mirror_descent(obj, ctx.bounds, &mut run);
-                                self.transfer_search(obj, ctx.bounds, &mut run);
-                                (i, run)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for h in handles {
-                if let Ok(done) = h.join() {
-                    for (i, r) in done {
-                        runs[i] = Some(r);
-                    }
-                }
-            }
-        });
-        let runs: Vec<Run> = runs
-            .into_iter()
-            .map(|r| r.ok_or_else(|| Error::invalid("an exact-search thread failed")))
+        // Starts are independent; rayon keeps their order in the result.
+        let runs: Vec<Run> = starts
+            .into_par_iter()
+            .map(|w| self.solve(&obj, ctx.bounds, w))
             .collect::<Result<_>>()?;
         let evals: usize = runs.iter().map(|r| r.evals).sum();
         let values: Vec<f64> = runs.iter().map(|r| r.value).collect();
@@ -276,6 +377,9 @@ mod tests {
         for (w, m) in p.mixture.weights().iter().zip(&law.0) {
             assert!((w - m).abs() < 2e-3, "{:?}", p.mixture);
         }
+        // argmin's executor counted every law evaluation of every start.
+        let evals = p.details["law_evaluations"].as_u64().unwrap();
+        assert!(evals > 8 * 20, "{evals}");
         // With b ≤ 0.4 the optimum is the projection of m: the 0.2 taken from b
         // spreads equally over a, c, d (the bowl is isotropic) → d = 0.2/3 > 0.
         let b = ConstraintSpec {

@@ -104,7 +104,9 @@ pub fn render(inputs: &ReportInputs) -> Result<String> {
         // The scale-aware law is fitted on every checkpoint of the runs.
         let points = crate::law::scaling_fit::points_from_runs(&inputs.runs, &data)?;
         crate::law::scaling_fit::out_of_fold(
-            &crate::law::scaling::ScalingLaw::from_hyper(&file.hyper)?,
+            &<crate::law::scaling::ScalingLaw as crate::params::Hyperparams>::from_overrides(
+                &file.hyper,
+            )?,
             &data.ids,
             &points,
             &target,

@@ -199,7 +199,18 @@ impl LineCounter<'_> {
     }
 }
 
-/// Read and parse a whole CSV file, or a Parquet file (by its extension).
+/// Whether `path` names a Parquet or Arrow IPC table (by its extension).
+pub fn is_columnar(path: &Path) -> bool {
+    parquet::is_parquet(path)
+}
+
+/// Write CSV bytes (header line, rows) as the Parquet or Arrow IPC table
+/// `path` names, with typed columns (see `store::parquet`).
+pub fn write_columnar_csv(path: &Path, csv_bytes: &[u8]) -> Result<()> {
+    parquet::write_csv_bytes(path, csv_bytes)
+}
+
+/// Read and parse a whole CSV file, or a Parquet / Arrow IPC file (by its extension).
 pub(crate) fn read_table(path: &Path) -> Result<Table> {
     if parquet::is_parquet(path) {
         return parquet::read(path);

@@ -134,7 +134,7 @@ impl RunsWriter {
         if super::parquet::is_parquet(path) {
             return Err(Error::invalid(format!(
                 "{}: runs tables are appended to as CSV (crash-safe, one row per run); \
-                 write a .csv and convert it to Parquet afterwards",
+                 write a .csv and convert it afterwards (`mixopt merge runs.csv --out runs.parquet`)",
                 path.display()
             )));
         }

@@ -78,6 +78,10 @@ impl RawTable {
 
 /// Read a runs table keeping every line's bytes (see `RawTable`).
 pub fn read_runs_raw(path: &Path) -> Result<RawTable> {
+    if super::parquet::is_parquet(path) {
+        // A Parquet / Arrow IPC table's rows as the CSV lines a sweep writes.
+        return raw_table(path, &super::parquet::to_csv_bytes(path)?);
+    }
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
