@@ -13,7 +13,7 @@ pub struct Args {
     /// Token cache written by `mixopt prepare`.
     #[arg(long)]
     pub cache: PathBuf,
-    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m).
+    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m, 60m).
     #[arg(long, default_value = "base")]
     pub proxy: String,
     /// Number of sampled mixtures (= proxy runs) in the sweep.

@@ -40,7 +40,7 @@ pub struct Args {
     /// Token cache written by `mixopt prepare`.
     #[arg(long)]
     pub cache: PathBuf,
-    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m).
+    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m, 60m).
     #[arg(long, default_value = "tiny")]
     pub proxy: String,
     /// The (starting) mixture: "a=0.5,b=0.5" or a weights.json (default: uniform,

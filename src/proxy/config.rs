@@ -232,6 +232,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("tiny", include_str!("../../proxies/tiny.toml")),
     ("small", include_str!("../../proxies/small.toml")),
     ("1m", include_str!("../../proxies/1m.toml")),
+    ("60m", include_str!("../../proxies/60m.toml")),
 ];
 
 fn builtin(name: &str) -> Option<&'static str> {
@@ -253,6 +254,10 @@ mod tests {
         let m = ProxyConfig::load("1m").unwrap();
         let n = m.n_params_non_embedding();
         assert!((1_000_000..1_400_000).contains(&n), "{n}");
+        // RegMix's 60M proxy (tinyllama_60M): 10 layers, d=768, FFN 1536 → ~59M.
+        let m = ProxyConfig::load("60m").unwrap();
+        let n = m.n_params_non_embedding();
+        assert!((55_000_000..62_000_000).contains(&n), "{n}");
     }
 
     #[test]

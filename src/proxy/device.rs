@@ -24,11 +24,24 @@ pub fn parse_device(arg: &str) -> Result<Device> {
             )))
         }
     };
-    Device::new_cuda(ordinal).map_err(|e| {
-        Error::invalid(format!(
-            "--device {arg}: {e} (CUDA needs a build with `cargo build --release --features cuda`)"
-        ))
-    })
+    Device::new_cuda(ordinal)
+        .map_err(|e| Error::invalid(format!("--device {arg}: {e} ({})", hint(ordinal))))
+}
+
+/// What to check when `--device cuda:N` fails.
+#[cfg(not(feature = "cuda"))]
+fn hint(_ordinal: usize) -> String {
+    "CUDA needs a build with `cargo build --release --features cuda`, e.g. bench/cuda_build.sh"
+        .to_string()
+}
+
+#[cfg(feature = "cuda")]
+fn hint(ordinal: usize) -> String {
+    format!(
+        "this is a CUDA build: it needs NVIDIA GPU {ordinal}, its driver (libcuda.so.1; \
+         CUDA 13 needs driver >= 580) and CUDA 13's libcublas/libcurand/libnvrtc/libcudart \
+         on the library path"
+    )
 }
 
 /// Set candle's own intra-op thread count (it reads RAYON_NUM_THREADS on every
@@ -50,9 +63,21 @@ mod tests {
         for bad in ["gpu", "cuda:x", "cuda0", ""] {
             assert!(parse_device(bad).is_err(), "{bad}");
         }
-        if !candle_core::utils::cuda_is_available() {
-            let err = parse_device("cuda:0").unwrap_err().to_string();
-            assert!(err.contains("--features cuda"), "{err}");
+        match parse_device("cuda:0") {
+            // A CUDA build on a machine with a GPU.
+            Ok(dev) => assert!(cfg!(feature = "cuda") && dev.is_cuda()),
+            // No CUDA in the build, or no GPU (or driver) on the machine: the
+            // error says which to check.
+            Err(e) => {
+                let err = e.to_string();
+                assert!(err.contains(&hint(0)), "{err}");
+                let expect = if cfg!(feature = "cuda") {
+                    "CUDA build"
+                } else {
+                    "--features cuda"
+                };
+                assert!(err.contains(expect), "{err}");
+            }
         }
     }
 }
