@@ -254,7 +254,7 @@ fn bench_train(b: TrainBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
     crate::proxy::set_threads(1);
     if b.kernels != "auto" {
-        crate::proxy::ops::set_kernel_isa(crate::proxy::ops::KernelIsa::parse(&b.kernels)?)
+        crate::proxy::simd::set_kernel_isa(crate::proxy::simd::KernelIsa::parse(&b.kernels)?)
             .context("--kernels")?;
     }
     let mut cfg = ProxyConfig::load(&b.proxy)?;
@@ -386,7 +386,7 @@ fn mixopt_kernels(device: &str) -> String {
     let gemm = "neon or scalar";
     format!(
         "gemm microkernels {gemm}, fused kernels {}",
-        crate::proxy::ops::KernelIsa::active().name()
+        crate::proxy::simd::KernelIsa::active().name()
     )
 }
 

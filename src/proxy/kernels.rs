@@ -10,7 +10,7 @@
 //!   device: the only choice off the CPU, and on the CPU the reference the
 //!   fused set is tested against.
 
-use super::ops::RopeTables;
+use super::heads::RopeTables;
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::Linear;
 
@@ -103,7 +103,7 @@ impl Kernels {
     ) -> Result<Tensor> {
         match self {
             Kernels::FusedCpu { rope } => {
-                let op = super::ops::HeadSplit {
+                let op = super::heads::HeadSplit {
                     seq: t,
                     n_heads,
                     rope: rotate.then(|| rope.clone()),
@@ -154,7 +154,7 @@ impl Kernels {
     /// Heads `[B, H, T, hd]` back to `[B·T, H·hd]`.
     pub(crate) fn merge_heads(&self, y: &Tensor) -> Result<Tensor> {
         match self {
-            Kernels::FusedCpu { .. } => y.contiguous()?.apply_op1(super::ops::HeadMerge),
+            Kernels::FusedCpu { .. } => y.contiguous()?.apply_op1(super::heads::HeadMerge),
             Kernels::Basic { .. } => {
                 let (b, h, t, hd) = y.dims4()?;
                 y.transpose(1, 2)?.reshape((b * t, h * hd))

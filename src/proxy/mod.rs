@@ -4,19 +4,22 @@
 //! `config` (presets from `proxies/*.toml`), `model` (the decoder in candle),
 //! `train` (the loop: sample a batch by mixture, step, evaluate per domain;
 //! its batches in `batch`, its held-out evaluation in `eval`),
-//! `ops` and `optim` (fused CPU kernels and the fused AdamW step).
+//! `ops`, `heads` and `optim` (fused CPU kernels and the fused AdamW step;
+//! `simd` picks their instruction set at run time).
 
 pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod device;
 pub mod eval;
+pub mod heads;
 pub mod kernels;
 pub mod linear;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod pool;
+pub mod simd;
 pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
