@@ -2,7 +2,7 @@
 //! the model is built (`ProxyModel::new` picks by device):
 //!
 //! - [`Kernels::FusedCpu`]: our fused CPU ops — RMSNorm, RoPE fused with the
-//!   head split, SwiGLU, head merge and cross-entropy (`ops.rs`), causal
+//!   head split, SwiGLU, head merge and cross-entropy (`ops.rs`, `heads.rs`), causal
 //!   attention (`attention.rs`) and the linear projection (`linear.rs`). Each
 //!   is one graph node with its own backward, which candle's fused CPU ops
 //!   (`rms_norm`, `softmax_last_dim`, `rope`) lack.
