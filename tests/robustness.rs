@@ -36,19 +36,7 @@ fn fails(cmd: &mut Command) -> String {
 }
 
 /// A proxy small and short enough for tests (one run well under a second).
-const TEST_PROXY: &str = r#"
-name = "test"
-n_layers = 1
-d_model = 32
-n_heads = 2
-d_ff = 64
-seq_len = 32
-batch_size = 8
-n_steps = 40
-lr_peak = 1e-2
-warmup_steps = 4
-eval_windows = 8
-"#;
+const TEST_PROXY: &str = include_str!("data/test_proxy.toml");
 
 /// Two small domains tokenized into `tmp/cache`; the proxy at `tmp/test.toml`.
 fn prepare(tmp: &Path) -> PathBuf {

@@ -2,19 +2,7 @@
 
 use super::*;
 
-const TEST_PROXY: &str = r#"
-name = "test"
-n_layers = 1
-d_model = 32
-n_heads = 2
-d_ff = 64
-seq_len = 32
-batch_size = 8
-n_steps = 40
-lr_peak = 1e-2
-warmup_steps = 4
-eval_windows = 8
-"#;
+const TEST_PROXY: &str = include_str!("../data/test_proxy.toml");
 
 fn prepare(tmp: &Path) -> std::path::PathBuf {
     let mut cmd = Command::new(bin());
