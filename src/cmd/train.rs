@@ -107,6 +107,11 @@ pub struct Args {
     /// tok_emb, blocks.N.wq, …; `ProxyModel::load` reads them back).
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Start from a proxy a `--save` wrote (same preset and cache vocabulary)
+    /// instead of a fresh initialization: continued training. AdamW's state
+    /// and the learning-rate schedule (warmup included) start afresh.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub init: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -143,6 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threads,
         split: args.split,
         save: args.save.clone(),
+        init: args.init.clone(),
         ..TrainOptions::default()
     };
 

@@ -143,7 +143,8 @@ pub fn train_scheduled(
         (PolicyKind::Doremi, None) => {
             eprintln!("doremi: training the reference proxy on the starting mixture first");
             let pb = crate::progress::bar(cfg.n_steps as u64, "reference");
-            // The reference proxy is not the one `--save` asks for.
+            // The reference proxy is not the one `--save` asks for; it starts
+            // where the scheduled run starts (`--init` included).
             let reference_opts = TrainOptions {
                 save: None,
                 ..opts.clone()

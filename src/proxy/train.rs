@@ -46,6 +46,11 @@ pub struct TrainOptions {
     /// Save the trained proxy's parameters here (safetensors; `ProxyModel::load`
     /// reads them back).
     pub save: Option<std::path::PathBuf>,
+    /// Start from the parameters a `save` wrote (same config and vocabulary)
+    /// instead of the seed's initialization: continued training. The
+    /// optimizer state and the learning-rate schedule start afresh; the seed
+    /// still orders the data.
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -57,6 +62,7 @@ impl Default for TrainOptions {
             threads: 1,
             split: Split::Val,
             save: None,
+            init: None,
         }
     }
 }
@@ -338,6 +344,9 @@ fn train_loop(
     let mut batch_losses: Vec<Option<f64>> = vec![None; n_domains];
     let device = &opts.device;
     let (model, params) = ProxyModel::new(cfg, cache.vocab_size(), init_seed, device)?;
+    if let Some(path) = &opts.init {
+        params.load(path)?;
+    }
     let mut stepper = Stepper::new(cfg, &params, device)?;
     // Data-parallel row shards (CPU only): shard i takes rows
     // [i·B/n, (i+1)·B/n) of every batch.
