@@ -115,7 +115,8 @@ for d, u in units.items():
 EOF
 mixopt prepare --domains-dir "$WORK/corpus" --cache "$WORK/cache" >/dev/null
 # A proxy whose runs take a second or so each (a task of several runs can be
-# caught mid-run and requeued).
+# caught mid-run and requeued). 300 steps: at 80, runs took ~0.3 s once the
+# proxy got faster, and a task could finish between two polls.
 cat > "$WORK/proxy.toml" <<'EOF'
 name = "slurm-bench"
 n_layers = 1
@@ -124,7 +125,7 @@ n_heads = 2
 d_ff = 64
 seq_len = 32
 batch_size = 8
-n_steps = 80
+n_steps = 300
 lr_peak = 1e-2
 warmup_steps = 8
 eval_windows = 8
@@ -158,7 +159,7 @@ phase "requeue array task 0 mid-run"
 rows() { [ -f "$1" ] && echo $(($(wc -l < "$1") - 1)) || echo 0; }
 per_shard=$(( (RUNS + SHARDS - 1) / SHARDS ))
 requeued=""
-for _ in $(seq 600); do
+for _ in $(seq 3000); do
   state=$(squeue -h -j "${JOB}_0" -o %T 2>/dev/null || true)
   done_rows=$(rows "$WORK/sweep/runs-0.csv")
   if [ "$state" = RUNNING ] && [ "$done_rows" -ge 1 ] && [ "$done_rows" -lt "$per_shard" ]; then
@@ -174,7 +175,7 @@ for _ in $(seq 600); do
     break
   fi
   [ -z "$state" ] && break
-  sleep 0.5
+  sleep 0.1
 done
 [ -n "$requeued" ] || fail "task 0 finished before it could be requeued (raise RUNS)"
 echo "task ${JOB}_0 requeued $requeued"
