@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => cmd::merge::run(a),
         Command::Fit(a) => cmd::fit::run(a),
         Command::Predict(a) => cmd::predict::run(a),
-        Command::Optimize(a) => cmd::optimize::run(a).map(|_| ()),
+        Command::Optimize(a) => cmd::optimize::run(a),
         Command::Validate(a) => cmd::validate::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Report(a) => cmd::report::run(a),

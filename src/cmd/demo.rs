@@ -2,12 +2,13 @@
 //! generate → prepare → sweep → fit → optimize — then a check of the answer:
 //! fresh proxies trained on the optimized, uniform and natural mixtures.
 
-use crate::cmd::{fit, optimize};
 use crate::corpus::cache::TokenCache;
 use crate::corpus::prepare::{domains_in_dir, prepare, PrepareSpec};
 use crate::corpus::synthetic::{self, NOISE_DOMAIN};
+use crate::law::fit_stage::{FitSpec, RunsInput};
 use crate::law::Target;
 use crate::mixture::Mixture;
+use crate::optimize::stage::OptimizeSpec;
 use crate::proxy::pool::{train_jobs, Job};
 use crate::proxy::sweep::SweepSpec;
 use crate::proxy::{ProxyConfig, TrainOptions};
@@ -106,48 +107,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     println!("== 4/5 fit (the default law, target: mean loss of the learnable domains)");
     let law = out.join("law.json");
-    fit::run(fit::Args {
-        runs: Some(runs.clone()),
-        mixtures: None,
-        losses: None,
-        id: "index".into(),
+    crate::law::fit_stage::run(&FitSpec {
         target: target_spec.clone(),
-        law: "auto".into(),
-        at_tokens: None,
         out: law.clone(),
-        folds: 5,
         seed: args.seed,
-        alpha: None,
-        params: Vec::new(),
-        test_mixtures: None,
-        test_losses: None,
-        test_runs: None,
+        ..FitSpec::new(RunsInput::Table(runs.clone()))
     })?;
 
     println!("== 5/5 optimize");
     let weights = out.join("weights.json");
-    let outcome = optimize::run(optimize::Args {
-        law,
-        out: weights.clone(),
-        proposer: "exact".into(),
-        candidates: 100_000,
-        top_k: 100,
+    let outcome = crate::optimize::stage::run(&OptimizeSpec {
         seed: args.seed,
-        prior: None,
-        maximize: false,
-        min: Vec::new(),
-        max: Vec::new(),
-        budget_tokens: None,
-        max_epochs: None,
-        cache: None,
-        available: Vec::new(),
-        kl_prior: 0.0,
-        trust_kl: optimize::Radius(Some(0.05)),
-        validate_proxy: None,
-        validate_seeds: 2,
-        validate_jobs: None,
-        spread_penalty: 0.0,
-        starts: 8,
+        ..OptimizeSpec::new(law, weights.clone())
     })?;
 
     println!(

@@ -9,7 +9,6 @@ pub mod merge;
 pub mod mixtures;
 pub mod online;
 pub mod optimize;
-pub mod optimize_check;
 pub mod predict;
 pub mod prepare;
 pub mod report;

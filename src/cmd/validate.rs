@@ -10,7 +10,7 @@
 
 use crate::corpus::cache::{Split, TokenCache};
 use crate::mixture::Mixture;
-use crate::proxy::validate::{validate, Candidate, ValidateSpec, Validation};
+use crate::proxy::validate::{print_table, Candidate, ValidateSpec, Validation};
 use crate::proxy::ProxyConfig;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -89,70 +89,6 @@ pub fn resolve_candidate(arg: &str, cache: &TokenCache) -> anyhow::Result<Candid
     })
 }
 
-/// Train `cfg` on the candidates and print the comparison; shared with
-/// `optimize --validate-proxy`.
-pub fn run_validation(
-    cfg: &ProxyConfig,
-    cache: &TokenCache,
-    candidates: Vec<Candidate>,
-    target: &str,
-    spec: &ValidateSpec,
-) -> anyhow::Result<Validation> {
-    let n_runs = (candidates.len() * spec.seeds.len()) as u64;
-    println!(
-        "validate: {} candidate(s) × {} seed(s) on proxy {} ({} tokens each, {} split), target {target}",
-        candidates.len(),
-        spec.seeds.len(),
-        cfg.name,
-        cfg.n_tokens(),
-        spec.split.name()
-    );
-    let pb = crate::progress::bar(n_runs, "validate");
-    let v = validate(cfg, cache, candidates, target, spec, || pb.inc(1))?;
-    pb.finish_and_clear();
-    Ok(v)
-}
-
-/// The table: each candidate's target (mean ± sd over seeds), worst domain,
-/// and its paired difference against `baseline`.
-pub fn print_table(v: &Validation, baseline: usize) {
-    let w = v
-        .candidates
-        .iter()
-        .map(|c| c.name.len())
-        .chain([9])
-        .max()
-        .unwrap_or(9)
-        .min(48);
-    println!(
-        "{:<w$} {:>16} {:>22} {:>28}",
-        "candidate",
-        format!("{} ± sd", v.target),
-        "worst domain",
-        format!("vs {} (paired)", v.candidates[baseline].name)
-    );
-    for (c, cand) in v.candidates.iter().enumerate() {
-        let (m, s) = v.target_mean_sd(c);
-        let (wd, wl) = v.worst_domain(c);
-        let vs = if c == baseline {
-            "—".to_string()
-        } else {
-            let p = v.paired(c, baseline);
-            format!(
-                "{:+.4} ± {:.4} ({}/{} lower)",
-                p.mean_diff, p.sd_diff, p.wins, p.n
-            )
-        };
-        println!(
-            "{:<w$} {:>16} {:>22} {:>28}",
-            cand.name,
-            format!("{m:.4} ± {s:.4}"),
-            format!("{wd} {wl:.3}"),
-            vs
-        );
-    }
-}
-
 /// Record the evidence in every candidate that came from a weights file.
 pub fn record_evidence(v: &Validation) -> anyhow::Result<()> {
     for (c, cand) in v.candidates.iter().enumerate() {
@@ -222,7 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workers,
         device: crate::proxy::parse_device(&args.device)?,
     };
-    let v = run_validation(&cfg, &cache, candidates, &args.target, &spec)?;
+    let v = crate::proxy::validate::run(&cfg, &cache, candidates, &args.target, &spec)?;
     print_table(&v, baseline);
     for c in 0..v.candidates.len() {
         if c == baseline {

@@ -12,6 +12,7 @@ pub mod cv;
 pub mod dml;
 pub mod elasticnet;
 pub mod ensemble;
+pub mod fit_stage;
 pub mod gbdt;
 mod histogram;
 pub mod linear;

@@ -4,12 +4,15 @@
 //! the law directly (mirror descent + pairwise-transfer search, multi-start).
 //! Both minimize the same `Objective` (law, optional KL to the prior, optional
 //! ensemble spread) inside the same `Bounds` (min/max weights, repetition
-//! limits), from `constraints`.
+//! limits), from `constraints`. `stage` is the pipeline step (law.json →
+//! weights.json); `check` trains its candidates on larger proxies first.
 
+pub mod check;
 pub mod constraints;
 pub mod exact;
 pub mod search;
 pub mod simulate;
+pub mod stage;
 pub mod trust;
 
 pub use constraints::{Bounds, ConstraintSpec, Objective};

@@ -1,18 +1,18 @@
-//! `optimize --validate-proxy P`: before trusting the law, train its optima
-//! at three trust radii (a quarter of `--trust-kl`, `--trust-kl`, four times
-//! it) beside the natural and uniform mixtures on a larger proxy, several
-//! seeds each, on the validation split, and keep whichever reaches the best
-//! target. When natural or uniform wins, that is what is written, and the
-//! output says so rather than recommending the law's optimum.
+//! Checking the optimum before trusting it (`optimize --validate-proxy P`):
+//! train the law's optima at three trust radii (a quarter of `--trust-kl`,
+//! `--trust-kl`, four times it) beside the natural and uniform mixtures on a
+//! larger proxy, several seeds each, on the validation split, and keep
+//! whichever reaches the best target. When natural or uniform wins, that is
+//! what is written, and the output says so rather than recommending the
+//! law's optimum.
 
-use crate::cmd::validate::{print_table, run_validation};
+use super::constraints::kl;
+use super::trust::propose_within;
+use super::{ProposeContext, Proposer};
 use crate::corpus::cache::{Split, TokenCache};
 use crate::law::{FittedLaw, LawFile};
 use crate::mixture::Mixture;
-use crate::optimize::constraints::kl;
-use crate::optimize::trust::propose_within;
-use crate::optimize::{ProposeContext, Proposer};
-use crate::proxy::validate::{Candidate, ValidateSpec};
+use crate::proxy::validate::{print_table, Candidate, ValidateSpec};
 use crate::proxy::ProxyConfig;
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -84,7 +84,7 @@ pub fn validate_and_keep(
         workers,
         device: candle_core::Device::Cpu,
     };
-    let v = run_validation(&cfg, &cache, candidates, &law_file.target, &vspec)?;
+    let v = crate::proxy::validate::run(&cfg, &cache, candidates, &law_file.target, &vspec)?;
     let natural = v.candidates.len() - 2;
     print_table(&v, natural);
     let means: Vec<f64> = v
