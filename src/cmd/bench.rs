@@ -66,7 +66,7 @@ impl PytorchAttention {
 
 #[derive(Debug, clap::Args)]
 pub struct TrainBench {
-    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m).
+    /// Proxy preset: a TOML file or a built-in name (base, tiny, small, 1m, 60m).
     #[arg(long, default_value = "tiny")]
     pub proxy: String,
     /// Timed optimizer steps per measurement.
