@@ -49,7 +49,7 @@ impl Params {
             None => return Err(bad("the model has no parameters".into())),
         };
         let file = candle_core::safetensors::load(path, &device)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+            .map_err(|e| bad(format!("cannot read it as safetensors: {e}")))?;
         for (name, var, _) in &self.vars {
             let t = file.get(name).ok_or_else(|| {
                 bad(format!(
