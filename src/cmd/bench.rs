@@ -46,6 +46,10 @@ pub struct SweepBench {
     /// minutes a run; runs/hour is then for this many steps).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Times to run the three sweeps, taking turns; the scaling printed is
+    /// the median of the repeats' ratios.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -133,6 +137,7 @@ fn losses_by_run(
 
 fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.runs > 0, "--runs must be > 0");
+    anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
     let jobs = b
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -156,40 +161,62 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
     );
     let result = (|| {
         let cache = scratch_cache(&scratch)?;
-        let mut secs = Vec::new();
         let modes = [
             ("sequential", 1, 1),
             ("concurrent", jobs, 1),
             ("data-parallel", 1, jobs),
         ];
-        for (label, j, threads) in modes {
-            let out = scratch.join(format!("runs-{label}.csv"));
-            let started = Instant::now();
-            let spec = SweepSpec {
-                noise_seeds: 0,
-                workers: j,
-                threads_per_run: threads,
-                ..SweepSpec::new(cache.clone(), proxy.clone(), b.runs, out.clone())
-            };
-            crate::proxy::sweep::run(&spec)?;
-            let s = started.elapsed().as_secs_f64();
-            println!(
-                "{label:<13} {j} worker(s) × {threads} thread(s): {} runs in {s:.1} s = {:.0} runs/hour, {:.0} tokens/s",
-                b.runs,
-                b.runs as f64 / s * 3600.0,
-                b.runs as f64 * tokens_per_run / s
-            );
-            secs.push((losses_by_run(&out)?, s));
+        // seconds[mode][repeat]; the losses of each mode's first sweep.
+        let mut seconds = vec![Vec::new(); modes.len()];
+        let mut losses = Vec::new();
+        let mut concurrent_identical = true;
+        // The modes take turns, repeat after repeat, so a change in the
+        // machine's speed during the benchmark (another tenant, a clock
+        // change) falls on every mode alike and the ratios of one repeat's
+        // adjacent sweeps are not skewed by it.
+        for repeat in 0..b.repeats {
+            for (m, &(label, j, threads)) in modes.iter().enumerate() {
+                let out = scratch.join(format!("runs-{label}-{repeat}.csv"));
+                let started = Instant::now();
+                let spec = SweepSpec {
+                    noise_seeds: 0,
+                    workers: j,
+                    threads_per_run: threads,
+                    ..SweepSpec::new(cache.clone(), proxy.clone(), b.runs, out.clone())
+                };
+                crate::proxy::sweep::run(&spec)?;
+                let s = started.elapsed().as_secs_f64();
+                println!(
+                    "{label:<13} {j} worker(s) × {threads} thread(s): {} runs in {s:.1} s = {:.0} runs/hour, {:.0} tokens/s",
+                    b.runs,
+                    b.runs as f64 / s * 3600.0,
+                    b.runs as f64 * tokens_per_run / s
+                );
+                seconds[m].push(s);
+                let l = losses_by_run(&out)?;
+                if repeat == 0 {
+                    losses.push(l);
+                } else if label == "concurrent" {
+                    concurrent_identical &= l == losses[m];
+                }
+            }
+            if b.repeats > 1 {
+                println!(
+                    "repeat {}: concurrent/sequential = {:.2}, data-parallel/sequential = {:.2}",
+                    repeat + 1,
+                    seconds[0][repeat] / seconds[1][repeat],
+                    seconds[0][repeat] / seconds[2][repeat]
+                );
+            }
         }
         println!(
             "concurrent: identical losses run by run: {}",
-            secs[0].0 == secs[1].0
+            losses[0] == losses[1] && concurrent_identical
         );
         // (|Δ|, run, sequential loss) for every loss of every run.
-        let mut diffs: Vec<(f64, &str, f64)> = secs[0]
-            .0
+        let mut diffs: Vec<(f64, &str, f64)> = losses[0]
             .iter()
-            .zip(secs[2].0.values())
+            .zip(losses[2].values())
             .flat_map(|((run, a), b)| {
                 a.iter()
                     .zip(b)
@@ -203,14 +230,25 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
                 diffs[diffs.len() / 2].0
             );
         }
-        println!(
-            "sweep throughput concurrent/sequential = {:.2}",
-            secs[0].1 / secs[1].1
-        );
-        println!(
-            "sweep throughput data-parallel/sequential = {:.2}",
-            secs[0].1 / secs[2].1
-        );
+        for (m, label) in [(1, "concurrent"), (2, "data-parallel")] {
+            let mut ratios: Vec<f64> = (0..b.repeats)
+                .map(|r| seconds[0][r] / seconds[m][r])
+                .collect();
+            let spread = if b.repeats > 1 {
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!(
+                    " (median of {} interleaved repeats; range {lo:.2}–{hi:.2})",
+                    b.repeats
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "sweep throughput {label}/sequential = {:.2}{spread}",
+                median(&mut ratios)
+            );
+        }
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&scratch);

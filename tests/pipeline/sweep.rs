@@ -346,3 +346,78 @@ fn three_shards_in_separate_processes_merge_to_the_unsharded_sweep() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--force"));
 }
+
+/// `bench sweep --repeats`: the three sweeps take turns, each repeat prints
+/// its own ratios, and the summary is the median of those ratios with their
+/// range; concurrent runs give the sequential losses in every repeat.
+#[test]
+fn bench_sweep_repeats_take_turns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = tmp.path().join("test.toml");
+    std::fs::write(&proxy, TEST_PROXY).unwrap();
+    let out = stdout_of(
+        mixopt()
+            .env("TMPDIR", tmp.path())
+            .args([
+                "bench",
+                "sweep",
+                "--runs",
+                "2",
+                "--steps",
+                "2",
+                "--repeats",
+                "3",
+                "--jobs",
+                "2",
+            ])
+            .arg("--proxy")
+            .arg(&proxy),
+    );
+    let labels: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| ["sequential", "concurrent", "data-parallel"].contains(w))
+        .collect();
+    assert_eq!(
+        labels,
+        ["sequential", "concurrent", "data-parallel"].repeat(3),
+        "{out}"
+    );
+    // Each repeat's concurrent ratio, from its line; the summary is their median.
+    let mut ratios: Vec<f64> = out
+        .lines()
+        .filter(|l| l.starts_with("repeat "))
+        .map(|l| {
+            let tail = l.split("concurrent/sequential = ").nth(1).unwrap();
+            tail.split(',').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(ratios.len(), 3, "{out}");
+    ratios.sort_by(f64::total_cmp);
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("sweep throughput concurrent/sequential = "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        summary.starts_with(&format!(
+            "sweep throughput concurrent/sequential = {:.2} (median of 3 interleaved repeats; range {:.2}–{:.2})",
+            ratios[1], ratios[0], ratios[2]
+        )),
+        "{summary} vs {ratios:?}"
+    );
+    assert!(out.contains("identical losses run by run: true"), "{out}");
+    // The scratch directory is gone afterwards.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("mixopt-bench-sweep"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let out = mixopt()
+        .args(["bench", "sweep", "--repeats", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--repeats must be > 0"));
+}
