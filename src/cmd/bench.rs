@@ -138,6 +138,7 @@ fn losses_by_run(
 fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.runs > 0, "--runs must be > 0");
     anyhow::ensure!(b.repeats > 0, "--repeats must be > 0");
+    anyhow::ensure!(b.jobs != Some(0), "--jobs must be > 0");
     let jobs = b
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -169,6 +170,7 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
         // seconds[mode][repeat]; the losses of each mode's first sweep.
         let mut seconds = vec![Vec::new(); modes.len()];
         let mut losses = Vec::new();
+        // Every concurrent sweep, in every repeat, against the first sequential one.
         let mut concurrent_identical = true;
         // The modes take turns, repeat after repeat, so a change in the
         // machine's speed during the benchmark (another tenant, a clock
@@ -194,10 +196,11 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
                 );
                 seconds[m].push(s);
                 let l = losses_by_run(&out)?;
+                if m == 1 {
+                    concurrent_identical &= l == losses[0];
+                }
                 if repeat == 0 {
                     losses.push(l);
-                } else if label == "concurrent" {
-                    concurrent_identical &= l == losses[m];
                 }
             }
             if b.repeats > 1 {
@@ -211,7 +214,7 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
         }
         println!(
             "concurrent: identical losses run by run: {}",
-            losses[0] == losses[1] && concurrent_identical
+            concurrent_identical
         );
         // (|Δ|, run, sequential loss) for every loss of every run.
         let mut diffs: Vec<(f64, &str, f64)> = losses[0]
@@ -234,20 +237,18 @@ fn bench_sweep(b: SweepBench) -> anyhow::Result<()> {
             let mut ratios: Vec<f64> = (0..b.repeats)
                 .map(|r| seconds[0][r] / seconds[m][r])
                 .collect();
+            let mid = median(&mut ratios); // sorts them
             let spread = if b.repeats > 1 {
-                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 format!(
-                    " (median of {} interleaved repeats; range {lo:.2}–{hi:.2})",
-                    b.repeats
+                    " (median of {} interleaved repeats; range {:.2}–{:.2})",
+                    b.repeats,
+                    ratios[0],
+                    ratios[b.repeats - 1]
                 )
             } else {
                 String::new()
             };
-            println!(
-                "sweep throughput {label}/sequential = {:.2}{spread}",
-                median(&mut ratios)
-            );
+            println!("sweep throughput {label}/sequential = {mid:.2}{spread}");
         }
         Ok(())
     })();

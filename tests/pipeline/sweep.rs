@@ -420,4 +420,12 @@ fn bench_sweep_repeats_take_turns() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repeats must be > 0"));
+    // A bad --jobs is refused before any sweep has run.
+    let out = mixopt()
+        .args(["bench", "sweep", "--jobs", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jobs must be > 0"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sequential"));
 }
